@@ -1,0 +1,5 @@
+import sys
+
+from edgekd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,159 @@
+"""The pipeline file: model, data, seed and an ordered list of stages (a union tagged by `kind`).
+
+Validation happens before anything runs: unknown keys, out-of-range values and a stage order that
+cannot work (quantize before export) are reported as one line naming the field.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from edgekd._config_base import StrictModel
+from edgekd.bench.config import BenchConfig
+from edgekd.bundle.config import BundleConfig
+from edgekd.data.config import DataConfig
+from edgekd.distill.config import DistillConfig
+from edgekd.errors import ConfigError
+from edgekd.export.config import ExportConfig
+from edgekd.prune.config import PruneConfig
+from edgekd.quantize.config import QuantizeConfig
+from edgekd.report.config import ReportConfig
+from edgekd.teacher.config import TeacherConfig
+
+StageConfig = Annotated[
+    Union[TeacherConfig, PruneConfig, DistillConfig, ExportConfig, QuantizeConfig, BundleConfig, BenchConfig,
+          ReportConfig],
+    Field(discriminator="kind"),
+]
+
+
+class ModelConfig(StrictModel):
+    source: str = Field("builtin:all-MiniLM-L6-v2", description="builtin:NAME, a local model folder, or hub:ORG/NAME")
+    max_length: int = Field(128, ge=8, le=4096, description="longest tokenised input; longer texts are truncated")
+
+
+class PipelineConfig(StrictModel):
+    name: str = Field("edgekd-run", pattern=r"^[A-Za-z0-9_.-]+$", description="run name (the run folder's name)")
+    seed: int = Field(0, ge=0, description="seed for splits, initialisation and shuffling")
+    output_dir: str = Field("runs", description="parent folder of run directories")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    stages: list[StageConfig] = Field(min_length=1, description="stages, run in order")
+
+    @model_validator(mode="after")
+    def _stage_order_works(self) -> "PipelineConfig":
+        available: set[str] = set()
+        kinds = [s.kind for s in self.stages]
+        for i, stage in enumerate(self.stages):
+            if kinds.count(stage.kind) > 1:
+                raise ValueError(f"stage kind {stage.kind!r} appears more than once")
+            missing = [r for r in stage.requires() if r not in available]
+            if missing:
+                raise ValueError(
+                    f"stage {i + 1} ({stage.kind}) needs {', '.join(missing)}, which no earlier stage produces "
+                    f"(available then: {', '.join(sorted(available)) or 'nothing'})"
+                )
+            available.update(stage.provides())
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _format_error(exc: ValidationError) -> str:
+    """The first problem, as 'stages.2.head_ratio: Input should be less than 1 (got 1.5)'."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+        allowed = _allowed_keys(err["loc"])
+        if allowed:
+            msg += f"; allowed: {', '.join(allowed)}"
+    elif err["type"] == "union_tag_invalid":
+        kinds = ", ".join(err["ctx"]["expected_tags"].replace("'", "").split(", "))
+        return f"{loc}: unknown stage kind {err['ctx']['tag']!r}; allowed: {kinds}"
+    elif err["type"] == "union_tag_not_found":
+        return f"{loc}: every stage needs a 'kind'"
+    given = err.get("input")
+    if loc and err["type"] != "extra_forbidden" and not isinstance(given, (dict, list)) and given is not None:
+        msg += f" (got {given!r})"
+    more = len(exc.errors()) - 1
+    return (f"{loc}: {msg}" if loc else msg) + (f"  [+{more} more]" if more else "")
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """Field names valid at the location of an unknown key, e.g. ('stages', 1, 'prune', 'typo')."""
+    stage_classes = {c.model_fields["kind"].default: c for c in StageConfig.__origin__.__args__}
+    model: Any = PipelineConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or part == "stages":
+            continue
+        if part in stage_classes:
+            model = stage_classes[part]
+            continue
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, StrictModel)):
+            return []
+    return list(model.model_fields)
+
+
+def parse_value(text: str) -> Any:
+    """An override's value, read as YAML: 3 -> int, 0.5 -> float, [1,2] -> list, abc -> str."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_override(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c=v`` in nested dicts; a stage can be addressed by index or by its kind: stages.prune.head_ratio."""
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, ".".join(parts[: i + 1]))
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"override {dotted}: {'.'.join(parts[: i + 1])} is not a section")
+    leaf = parts[-1]
+    if isinstance(node, list):
+        raise ConfigError(f"override {dotted}: name a field of a stage, e.g. stages.prune.head_ratio=0.5")
+    node[leaf] = value
+
+
+def _list_item(items: list, key: str, where: str) -> dict:
+    if key.isdigit() and int(key) < len(items):
+        return items[int(key)]
+    for item in items:
+        if isinstance(item, dict) and item.get("kind") == key:
+            return item
+    raise ConfigError(f"override: no stage {key!r} at {where}")
+
+
+def load_pipeline(path: str | Path, overrides: list[str] = ()) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``key=value`` overrides and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pipeline file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of name, seed, model, data, stages")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. stages.teacher.epochs=1")
+        apply_override(data, key.strip(), parse_value(value))
+    return validate_pipeline(data, where=str(path))
+
+
+def validate_pipeline(data: dict, where: str = "pipeline") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_format_error(exc)}") from None

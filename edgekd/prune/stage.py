@@ -1,0 +1,34 @@
+"""Pipeline adapter: prune the teacher with calibration batches from the train split."""
+
+import dataclasses
+
+import torch
+
+from edgekd.data.tokenize import batches, encode
+from edgekd.evaluate import evaluate
+from edgekd.models import load_classifier, load_tokenizer, save_classifier
+from edgekd.prune.config import PruneConfig
+from edgekd.prune.core import prune
+from edgekd.stage_context import StageContext
+
+
+def calibration_batches(tokenizer, texts: list[str], labels: list[int], max_length: int, batch_size: int,
+                        count: int, seed: int) -> list[tuple[dict, torch.Tensor]]:
+    ids = encode(tokenizer, texts[: batch_size * count], max_length)
+    return [(batch, torch.tensor([labels[i] for i in idx])) for idx, batch in batches(ids, batch_size,
+                                                                                       tokenizer.pad_token_id)]
+
+
+def run(cfg: PruneConfig, ctx: StageContext) -> None:
+    teacher_dir = str(ctx.artifact("teacher").path)
+    tokenizer = load_tokenizer(teacher_dir)
+    teacher = load_classifier(teacher_dir)
+    splits = ctx.splits
+    calib = calibration_batches(tokenizer, splits.train.texts, splits.train.labels, ctx.max_length,
+                                cfg.calibration_batch_size, cfg.calibration_batches, ctx.seed)
+    student, report = prune(teacher, cfg, calib)
+    ctx.metrics.update(dataclasses.asdict(report))
+    ctx.metrics["parameter_ratio"] = round(report.parameters_after / report.parameters_before, 4)
+    # Accuracy right after pruning, before any recovery: how much distillation has to win back.
+    ctx.metrics["validation"] = evaluate(student, tokenizer, splits.validation, len(splits.label_names), ctx.max_length)
+    save_classifier(student, tokenizer, ctx.add_output("pruned", "hf-model", "model"), layout=report.layout)

@@ -1,0 +1,18 @@
+from typing import Literal
+
+from pydantic import Field
+
+from edgekd._train_config import TrainingFields
+
+
+class TeacherConfig(TrainingFields):
+    """Fine-tune the pipeline's model on the task; it becomes the teacher of every later stage."""
+
+    kind: Literal["teacher"] = "teacher"
+    finetune: bool = Field(True, description="false: use the model as given (it must already have the task's head)")
+
+    def requires(self) -> list[str]:
+        return []
+
+    def provides(self) -> list[str]:
+        return ["teacher"]

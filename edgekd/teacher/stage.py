@@ -1,0 +1,41 @@
+"""Pipeline adapter: resolve the model, fine-tune it, save it as the 'teacher' artifact."""
+
+import logging
+
+from edgekd.assets import resolve_model_dir
+from edgekd.evaluate import evaluate
+from edgekd.models import count_parameters, load_classifier, load_tokenizer, save_classifier
+from edgekd.models.io import torch_device
+from edgekd.stage_context import StageContext
+from edgekd.teacher.config import TeacherConfig
+from edgekd.teacher.core import finetune
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: TeacherConfig, ctx: StageContext) -> None:
+    source = resolve_model_dir(ctx.pipeline.model.source)
+    splits = ctx.splits
+    tokenizer = load_tokenizer(source)
+    model = load_classifier(source, label_names=splits.label_names)
+    if cfg.finetune:
+        device = torch_device(cfg.device)
+        result = finetune(model, tokenizer, splits, cfg, ctx.seed, ctx.max_length, device)
+        ctx.metrics.update(device=str(device), device_name=_device_name(device), train_seconds=round(result.seconds, 1),
+                           epochs_run=result.epochs_run, best_epoch=result.best_epoch, steps=result.steps,
+                           history=result.history)
+    ctx.metrics["validation"] = evaluate(model, tokenizer, splits.validation, len(splits.label_names), ctx.max_length)
+    ctx.metrics["test"] = evaluate(model, tokenizer, splits.test, len(splits.label_names), ctx.max_length)
+    ctx.metrics["parameters"] = count_parameters(model)
+    log.info("teacher: test accuracy %.4f, %d parameters", ctx.metrics["test"]["accuracy"], ctx.metrics["parameters"])
+    save_classifier(model, tokenizer, ctx.add_output("teacher", "hf-model", "model", source=ctx.pipeline.model.source))
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine()
