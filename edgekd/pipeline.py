@@ -113,6 +113,7 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | None = None) -> RunResu
     data_dir, parent = prepare_data(config, run_dir)
     artifacts: dict[str, Artifact] = {}
     records: list[StageRecord] = []
+    history = [{**read_manifest(data_dir), "folder": data_dir.name}]
     for index, stage in enumerate(config.stages, start=1):
         cfg = stage.model_dump(mode="json")
         digest = content_hash({"kind": stage.kind, "config": cfg, "parent": parent, "edgekd": __version__})
@@ -121,12 +122,14 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | None = None) -> RunResu
         if manifest is not None:
             log.info("stage %d/%d %s: finished before, reusing %s", index, len(config.stages), stage.kind, folder.name)
             artifacts.update(stage_outputs(folder, manifest))
+            history.append({**manifest, "folder": folder.name})
             records.append(StageRecord(index, stage.kind, folder, "skipped", 0.0))
             parent = digest
             continue
         log.info("stage %d/%d %s: running into %s", index, len(config.stages), stage.kind, folder.name)
         staging = StagingDir(folder)
-        ctx = StageContext(pipeline=config, out=staging.path, data_dir=data_dir, artifacts=dict(artifacts))
+        ctx = StageContext(pipeline=config, out=staging.path, data_dir=data_dir, artifacts=dict(artifacts),
+                           history=list(history))
         started, t0 = _now(), time.perf_counter()
         try:
             importlib.import_module(STAGE_MODULES[stage.kind]).run(stage, ctx)
@@ -139,6 +142,7 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | None = None) -> RunResu
             raise
         manifest = read_manifest(folder)
         artifacts.update(stage_outputs(folder, manifest))
+        history.append({**manifest, "folder": folder.name})
         records.append(StageRecord(index, stage.kind, folder, "ran", seconds))
         log.info("stage %d/%d %s: done in %.1f s", index, len(config.stages), stage.kind, seconds)
         parent = digest

@@ -18,6 +18,7 @@ class StageContext:
     out: Path  # this stage's folder (a staging folder until the stage finishes)
     data_dir: Path  # the run's fixed splits
     artifacts: dict[str, Artifact]  # outputs of every earlier stage, by name
+    history: list[dict[str, Any]] = field(default_factory=list)  # manifests of the data step and earlier stages
     outputs: dict[str, Artifact] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 

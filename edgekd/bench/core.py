@@ -1,0 +1,92 @@
+"""benchmark(): time one model file in a fresh process on inputs shared by every model compared."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.bench.config import BenchConfig
+from edgekd.errors import EdgekdError
+
+log = logging.getLogger(__name__)
+
+
+def prepare_inputs(tokenizer_json: Path, texts: list[str], labels: list[int], max_length: int, fixed_length: int,
+                   out: Path) -> int:
+    """Tokenise the test split once into ``out`` (.npz, see worker.py); returns the pad id."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    rows = [e.ids for e in tok.encode_batch(texts)]
+    # One input of exactly fixed_length tokens, made of real test text (not repeated padding).
+    tok.enable_truncation(fixed_length)
+    fixed, joined = [], ""
+    for text in texts:
+        joined += " " + text
+        fixed = tok.encode(joined).ids
+        if len(fixed) >= fixed_length:
+            break
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    np.savez(out, real_ids=np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]), real_offsets=offsets,
+             labels=np.asarray(labels, dtype=np.int64), fixed_ids=np.asarray(fixed, dtype=np.int64))
+    pad = tok.token_to_id("[PAD]")
+    if pad is None:
+        pad = tok.token_to_id("<pad>")
+    return 0 if pad is None else pad
+
+
+def benchmark(path: Path, runtime: str, cfg: BenchConfig, inputs: Path, pad_id: int, num_classes: int,
+              device: str = "cpu") -> dict:
+    """Measure ``path`` (an ONNX file or a model folder) with ``runtime`` in a fresh Python process."""
+    job = {"path": str(path), "runtime": runtime, "device": device, "inputs": str(inputs), "pad_id": pad_id,
+           "num_classes": num_classes, "threads": cfg.threads, "warmup": cfg.warmup, "runs": cfg.runs,
+           "throughput_batch": cfg.throughput_batch, "throughput_batches": cfg.throughput_batches,
+           "eval_batch_size": cfg.eval_batch_size}
+    with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
+        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(job))
+        proc = subprocess.run([sys.executable, "-m", "edgekd.bench.worker", str(job_path), str(result_path)],
+                              capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        if proc.returncode != 0 or not result_path.is_file():
+            tail = "\n".join((proc.stderr or "").strip().splitlines()[-5:])
+            raise EdgekdError(f"benchmark of {path} with {runtime} failed (exit {proc.returncode}): {tail}")
+        return json.loads(result_path.read_text())
+
+
+class LoadSampler:
+    """Samples the 1-minute load average once a second while the benchmark runs."""
+
+    def __init__(self, interval: float = 1.0):
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(interval)
+
+    def __enter__(self) -> "LoadSampler":
+        self.start = os.getloadavg()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.end = os.getloadavg()
+
+    def summary(self) -> dict:
+        return {"load1_start": round(self.start[0], 2), "load1_end": round(self.end[0], 2),
+                "load1_max": round(max(self.samples, default=self.start[0]), 2),
+                "load1_mean": round(float(np.mean(self.samples)) if self.samples else self.start[0], 2),
+                "cores": os.cpu_count(), "sampled_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

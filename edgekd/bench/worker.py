@@ -1,0 +1,143 @@
+"""Measure one model in a fresh process: `python -m edgekd.bench.worker JOB.json RESULT.json`.
+
+A fresh process per model makes peak RSS mean something (nothing else is loaded) and keeps one
+runtime's thread pools from disturbing the next. ONNX models are run with numpy + onnxruntime only;
+torch is imported only for PyTorch models.
+
+The job names the model, the runtime, and an .npz of pre-tokenised inputs shared by every model:
+  real_ids / real_offsets   test-split token ids (ragged, concatenated) and row offsets
+  labels                    test-split labels
+  fixed_ids                 one real-text input of exactly fixed_length tokens
+"""
+
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+from edgekd.bench.stats import latency_stats
+from edgekd.metrics import classification_metrics
+
+
+class OrtRunner:
+    def __init__(self, path: str, pad_id: int):
+        self.path, self.pad_id = path, pad_id
+
+    def set_threads(self, threads: int) -> None:
+        from edgekd.ort import make_session
+
+        self.session = make_session(self.path, threads)
+
+    def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
+        from edgekd.ort import feed, pad_numpy
+
+        ids, mask = pad_numpy([r.tolist() for r in rows], self.pad_id)
+        return self.session.run(None, feed(self.session, ids, mask))[0]
+
+    def sync(self) -> None:
+        pass
+
+
+class TorchRunner:
+    def __init__(self, path: str, pad_id: int, device: str):
+        import torch
+
+        from edgekd.models.io import load_classifier
+
+        self.torch, self.pad_id, self.device = torch, pad_id, torch.device(device)
+        self.model = load_classifier(path).to(self.device).eval()
+
+    def set_threads(self, threads: int) -> None:
+        import os
+
+        self.torch.set_num_threads(threads or os.cpu_count())
+
+    def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
+        from edgekd.ort import pad_numpy
+
+        ids, mask = pad_numpy([r.tolist() for r in rows], self.pad_id)
+        with self.torch.inference_mode():
+            out = self.model(input_ids=self.torch.from_numpy(ids).to(self.device),
+                             attention_mask=self.torch.from_numpy(mask).to(self.device)).logits
+            return out.float().cpu().numpy()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+
+def _timed(runner, inputs: list[list[np.ndarray]], warmup: int) -> list[float]:
+    for i in range(warmup):
+        runner(inputs[i % len(inputs)])
+    runner.sync()
+    times = []
+    for rows in inputs:
+        start = time.perf_counter()
+        runner(rows)
+        runner.sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(job: dict) -> dict:
+    data = np.load(job["inputs"])
+    offsets = data["real_offsets"]
+    real = [data["real_ids"][offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    labels, fixed = data["labels"], data["fixed_ids"]
+    if job["runtime"] == "onnxruntime":
+        runner = OrtRunner(job["path"], job["pad_id"])
+    else:
+        runner = TorchRunner(job["path"], job["pad_id"], job["device"])
+    result = {"latency_ms": {}, "throughput_eps": {}}
+    runs, warmup, batch = job["runs"], job["warmup"], job["throughput_batch"]
+    for threads in job["threads"]:
+        runner.set_threads(threads)
+        tag = f"t{threads or 'all'}"
+        # batch 1 over the test split's real lengths, in the same order for every model
+        result["latency_ms"][f"real_b1_{tag}"] = latency_stats(_timed(runner, [[real[i % len(real)]] for i in range(runs)], warmup))
+        result["latency_ms"][f"fixed{len(fixed)}_b1_{tag}"] = latency_stats(_timed(runner, [[fixed]] * runs, warmup))
+        batches = [real[i * batch : (i + 1) * batch] for i in range(job["throughput_batches"])]
+        times = _timed(runner, [b for b in batches if b], 1)
+        result["throughput_eps"][f"real_b{batch}_{tag}"] = round(sum(len(b) for b in batches) / sum(times), 2)
+    runner.set_threads(0)
+    eval_batch = job["eval_batch_size"]
+    # Sorting by length keeps padding (and so the time) low; predictions are put back in order.
+    order = np.argsort([len(r) for r in real], kind="stable")
+    pred = np.empty(len(real), dtype=np.int64)
+    for start in range(0, len(real), eval_batch):
+        idx = order[start : start + eval_batch]
+        pred[idx] = runner([real[i] for i in idx]).argmax(-1)
+    result.update(classification_metrics(pred, labels, job["num_classes"]))
+    result["predictions"] = pred.tolist()
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started, in MB.
+
+    Linux's VmHWM belongs to the address space created at exec; ru_maxrss would also count the
+    parent's pages inherited through fork (the pipeline process is large), so it is only the fallback.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
+
+
+def main() -> int:
+    job_path, result_path = sys.argv[1], sys.argv[2]
+    job = json.loads(open(job_path).read())
+    with open(result_path, "w") as f:
+        json.dump(measure(job), f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Pipeline adapter: assemble the deployable bundle (model.onnx, tokenizer.json, labels, manifest)."""
+
+import json
+import shutil
+
+from edgekd.artifacts import atomic_write_json, folder_size
+from edgekd.assets.wheel import sha256_of
+from edgekd.bundle.config import BundleConfig
+from edgekd.stage_context import StageContext
+from edgekd.version import __version__
+
+
+def run(cfg: BundleConfig, ctx: StageContext) -> None:
+    src = ctx.artifact(cfg.model)
+    folder = ctx.out / "bundle"
+    folder.mkdir()
+    shutil.copyfile(src.path, folder / "model.onnx")
+    shutil.copyfile(src.path.parent / "tokenizer.json", folder / "tokenizer.json")
+    (folder / "labels.json").write_text(json.dumps(ctx.splits.label_names, indent=1))
+    manifest = {
+        "format": "edgekd-bundle", "version": 1, "edgekd": __version__, "model": "model.onnx",
+        "tokenizer": "tokenizer.json", "labels": "labels.json", "max_length": ctx.max_length,
+        "source_artifact": cfg.model, "precision": src.meta.get("precision", "fp32"),
+        "model_sha256": sha256_of(folder / "model.onnx"),
+        "runtime": "onnxruntime (CPUExecutionProvider); inputs input_ids, attention_mask[, token_type_ids] int64",
+    }
+    atomic_write_json(folder / "bundle.json", manifest)
+    ctx.metrics.update(source=cfg.model, bundle_bytes=folder_size(folder))
+    ctx.add_output("bundle", "bundle", "bundle", source=cfg.model)
