@@ -89,6 +89,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_lab
     labels_all = torch.tensor(train_labels)
     best = FitResult(best_accuracy=-1.0, best_epoch=0, epochs_run=0, steps=0, seconds=0.0)
     best_state, bad_epochs, step, start = None, 0, 0, time.perf_counter()
+    log_every = max(1, steps_per_epoch // 5)  # progress in logs too (the bar is hidden when not on a terminal)
     for epoch in range(1, settings.epochs + 1):
         bar = tqdm(total=min(steps_per_epoch, total - step), desc=f"{desc} epoch {epoch}/{settings.epochs}",
                    leave=False, disable=None)
@@ -108,6 +109,9 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_lab
             running += loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{running / (n + 1):.4f}")
+            if (n + 1) % log_every == 0:
+                log.info("%s epoch %d: step %d/%d, loss %.4f, %.2f s/step", desc, epoch, n + 1, steps_per_epoch,
+                         running / (n + 1), (time.perf_counter() - start) / step)
         bar.close()
         val_pred = predict_logits(model, val_ids, pad_id, device, settings.eval_batch_size, settings.bf16).argmax(-1)
         val_acc = accuracy(val_pred, np.asarray(val_labels))

@@ -84,3 +84,11 @@ def tiny_csv(tmp_path_factory) -> Path:
 @pytest.fixture
 def tokenizer(tmp_path):
     return build_tokenizer(tmp_path / "tok")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and tests then don't fight over the cores."""
+    import torch
+
+    torch.set_num_threads(1)

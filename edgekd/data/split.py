@@ -94,6 +94,6 @@ def load_splits(folder: Path) -> Splits:
     label_names = json.loads((folder / "labels.json").read_text())
     parts = {}
     for name in SPLIT_NAMES:
-        rows = [json.loads(line) for line in (folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line]
+        rows = [json.loads(line) for line in (folder / f"{name}.jsonl").read_text(encoding="utf-8").split("\n") if line]
         parts[name] = Split([r["text"] for r in rows], [r["label"] for r in rows])
     return Splits(label_names=label_names, **parts)

@@ -62,11 +62,20 @@ def drop_layers(model: nn.Module, keep: list[int]) -> None:
     setattr(model.config, arch_of(model).cfg_layers, len(keep))
 
 
-def _head_modules(model: nn.Module) -> list[nn.Module]:
-    """Linear layers on the classification side: never pruned on their output side."""
+def _head_modules(model: nn.Module, keep_hidden: bool) -> list[nn.Module]:
+    """Classification-side Linears whose outputs are never pruned.
+
+    The classifier's outputs are the classes. The pooler (BERT) / pre-classifier (DistilBERT) is
+    hidden -> hidden: it shrinks with the hidden width (at the same ratio, so the config's hidden
+    size still describes it) and is left alone otherwise.
+    """
     head = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and any(k in name for k in ("classifier", "pooler", "pre_classifier")):
+        if not isinstance(module, nn.Linear):
+            continue
+        if module.out_features == model.config.num_labels and "classifier" in name:
+            head.append(module)
+        elif keep_hidden and any(k in name for k in ("pooler", "pre_classifier", "classifier.dense")):
             head.append(module)
     return head
 
@@ -83,7 +92,7 @@ def prune_width(model: nn.Module, cfg: PruneConfig, calibration: list[tuple[dict
     """Remove heads, FFN channels and hidden width in place (ratios of what each layer has)."""
     arch = arch_of(model)
     layers = encoder_layers(model)
-    num_heads, ratios, ignored = {}, {}, _head_modules(model)
+    num_heads, ratios, ignored = {}, {}, _head_modules(model, keep_hidden=cfg.hidden_ratio == 0)
     head_dim = None
     for layer in layers:
         parts = layer_modules(model, layer)

@@ -1,0 +1,153 @@
+"""The real CLI, end to end on a tiny pipeline, plus the one-line errors a user gets for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TINY_STAGES, write_pipeline
+
+ROOT = Path(__file__).parents[2]
+
+
+def edgekd(*args, cwd=None, timeout=900):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "edgekd", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir, tiny_csv):
+    tmp = tmp_path_factory.mktemp("cli")
+    path = write_pipeline(tmp / "tiny.yaml", tiny_model_dir, tiny_csv, tmp / "runs")
+    proc = edgekd("run", path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return path, tmp / "runs" / "tiny", proc
+
+
+def test_run_writes_every_artifact(finished_run):
+    _, run_dir, proc = finished_run
+    run = json.loads((run_dir / "run.json").read_text())
+    kinds = [s["kind"] for s in run["stages"]]
+    assert kinds == [s["kind"] for s in TINY_STAGES] and all(s["status"] == "ran" for s in run["stages"])
+    art = {k: run_dir / v for k, v in run["artifacts"].items()}
+    for name in ("teacher", "pruned", "student"):
+        assert (art[name] / "model.safetensors").is_file() and (art[name] / "tokenizer.json").is_file()
+    for name in ("teacher.onnx", "student.onnx", "student.int8-dynamic.onnx", "student.int8-static.onnx"):
+        assert art[name].is_file()
+    for name in ("report.json", "report.md", "report.png"):
+        assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0
+    assert {"model.onnx", "tokenizer.json", "labels.json", "bundle.json"} <= {p.name for p in art["bundle"].iterdir()}
+    assert "report:" in proc.stdout
+
+
+def test_report_schema_and_rows(finished_run):
+    _, run_dir, _ = finished_run
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["schema"] == "edgekd.report/v1"
+    names = {r["name"] for r in report["rows"]}
+    assert {"teacher pytorch cpu", "teacher onnxruntime cpu", "student.int8-dynamic onnxruntime cpu",
+            "student.int8-static onnxruntime cpu"} <= names
+    for row in report["rows"]:
+        for setting in ("real_b1_t1", "real_b1_tall", "fixed32_b1_t1"):
+            stats = row["latency_ms"][setting]
+            assert stats["runs"] == 10 and 0 < stats["p50"] <= stats["p90"] <= stats["p99"]
+        assert row["throughput_eps"]["real_b8_t1"] > 0 and row["peak_rss_mb"] > 0 and row["file_bytes"] > 0
+        assert 0.0 <= row["accuracy"] <= 1.0 and "speedup_p50" in row["vs_teacher"]
+    assert report["machine"]["logical_cores"] >= 1 and "load1_mean" in report["bench"]["load"]
+    teacher = next(r for r in report["rows"] if r["name"] == "teacher pytorch cpu")
+    assert teacher["accuracy"] > 0.8  # the tiny teacher does learn the synthetic task
+    md = (run_dir / "report.md").read_text()
+    assert "| teacher pytorch cpu |" in md and "Load average" in md
+
+
+def test_bundle_runtime_matches_int8_model_without_torch(finished_run):
+    _, run_dir, _ = finished_run
+    run = json.loads((run_dir / "run.json").read_text())
+    bundle = run_dir / run["artifacts"]["bundle"]
+    bench_dir = (run_dir / run["artifacts"]["bench.json"]).parent
+    report = json.loads((run_dir / "report.json").read_text())
+    index = [r["name"] for r in report["rows"]].index("student.int8-dynamic onnxruntime cpu") + 1
+    expected = json.loads((bench_dir / "predictions" / f"{index:02d}.json").read_text())["predictions"]
+    test_split = next(run_dir.glob("00-data-*/test.jsonl"))
+    labels = json.loads(next(run_dir.glob("00-data-*/labels.json")).read_text())
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'deploy')!r})\n"
+        "from edgekd_runtime import Bundle\n"
+        f"texts = [json.loads(l)['text'] for l in open({str(test_split)!r}) if l.strip()]\n"
+        f"print(json.dumps({{'pred': Bundle({str(bundle)!r}).predict(texts),"
+        " 'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["torch"] is False and out["transformers"] is False
+    assert out["pred"] == [labels[i] for i in expected]
+
+
+def test_rerun_skips_everything_and_reports_same_accuracies(finished_run):
+    path, run_dir, _ = finished_run
+    before = json.loads((run_dir / "report.json").read_text())
+    start = time.perf_counter()
+    proc = edgekd("run", path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.perf_counter() - start < 120
+    run = json.loads((run_dir / "run.json").read_text())
+    assert all(s["status"] == "skipped" for s in run["stages"])
+    after = json.loads((run_dir / "report.json").read_text())
+    assert [r["accuracy"] for r in after["rows"]] == [r["accuracy"] for r in before["rows"]]
+
+
+def test_report_command_rebuilds(finished_run):
+    _, run_dir, _ = finished_run
+    (run_dir / "report.md").unlink()
+    proc = edgekd("report", run_dir)
+    assert proc.returncode == 0 and "# edgekd report: tiny" in proc.stdout and (run_dir / "report.md").is_file()
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("edgekd: error:")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, tiny_model_dir, tiny_csv):
+    good = dict(model_dir=tiny_model_dir, data_path=tiny_csv, out_dir=tmp_path / "runs")
+    cases = [
+        (write_pipeline(tmp_path / "typo.yaml", **good, stages=[{"kind": "teacher", "epochz": 1}]),
+         ["epochz", "unknown key", "epochs"]),
+        (write_pipeline(tmp_path / "ratio.yaml", **good, stages=[{"kind": "teacher"}, {"kind": "prune", "ffn_ratio": 1.2}]),
+         ["ffn_ratio", "1.2"]),
+        (write_pipeline(tmp_path / "order.yaml", **good, stages=[{"kind": "teacher"}, {"kind": "quantize"}]),
+         ["quantize", "student.onnx"]),
+        (write_pipeline(tmp_path / "model.yaml", tmp_path / "no-such-model", tiny_csv, tmp_path / "runs",
+                        stages=[{"kind": "teacher", "epochs": 1}]), ["no-such-model", "not found"]),
+    ]
+    bad_cols = tmp_path / "cols.csv"
+    bad_cols.write_text("sentence,label\nhello,1\nbye,0\n")
+    cases.append((write_pipeline(tmp_path / "cols.yaml", tiny_model_dir, bad_cols, tmp_path / "runs",
+                                 stages=[{"kind": "teacher", "epochs": 1}]), ["cols.csv", "'text'", "sentence"]))
+    few = tmp_path / "few.csv"
+    few.write_text("text,label\nfine film,pos\nawful film,neg\n")
+    cases.append((write_pipeline(tmp_path / "few.yaml", tiny_model_dir, few, tmp_path / "runs",
+                                 stages=[{"kind": "teacher", "epochs": 1}]), ["split is empty"]))
+    for path, needles in cases:
+        _one_line_error(edgekd("run", path), *needles)
+    proc = edgekd("--debug", "run", tmp_path / "typo.yaml")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_validate_and_help():
+    proc = edgekd("validate", ROOT / "pipelines" / "minilm-rotten-tomatoes.yaml", "stages.teacher.epochs=1")
+    assert proc.returncode == 0 and "epochs: 1" in proc.stdout and "valid" in proc.stderr
+    for cmd in ([], ["run"], ["validate"], ["report"]):
+        proc = edgekd(*cmd, "--help")
+        assert proc.returncode == 0 and "usage: edgekd" in proc.stdout
