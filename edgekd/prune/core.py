@@ -91,6 +91,10 @@ def _accumulate_taylor_grads(model: nn.Module, calibration: list[tuple[dict, tor
 def prune_width(model: nn.Module, cfg: PruneConfig, calibration: list[tuple[dict, torch.Tensor]]) -> None:
     """Remove heads, FFN channels and hidden width in place (ratios of what each layer has)."""
     arch = arch_of(model)
+    if arch.family == "mpnet" and cfg.head_ratio > 0:
+        # MPNet adds one relative-position bias [buckets, heads] to every layer's scores: removing
+        # different heads per layer would misalign it.
+        raise ConfigError("prune.head_ratio: head pruning is not supported for MPNet; set head_ratio: 0")
     layers = encoder_layers(model)
     num_heads, ratios, ignored = {}, {}, _head_modules(model, keep_hidden=cfg.hidden_ratio == 0)
     head_dim = None
