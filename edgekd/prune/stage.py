@@ -13,7 +13,8 @@ from edgekd.stage_context import StageContext
 
 
 def calibration_batches(tokenizer, texts: list[str], labels: list[int], max_length: int, batch_size: int,
-                        count: int, seed: int) -> list[tuple[dict, torch.Tensor]]:
+                        count: int) -> list[tuple[dict, torch.Tensor]]:
+    """The first ``count`` batches of the (already shuffled) train split, with their labels."""
     ids = encode(tokenizer, texts[: batch_size * count], max_length)
     return [(batch, torch.tensor([labels[i] for i in idx])) for idx, batch in batches(ids, batch_size,
                                                                                        tokenizer.pad_token_id)]
@@ -25,7 +26,7 @@ def run(cfg: PruneConfig, ctx: StageContext) -> None:
     teacher = load_classifier(teacher_dir)
     splits = ctx.splits
     calib = calibration_batches(tokenizer, splits.train.texts, splits.train.labels, ctx.max_length,
-                                cfg.calibration_batch_size, cfg.calibration_batches, ctx.seed)
+                                cfg.calibration_batch_size, cfg.calibration_batches)
     student, report = prune(teacher, cfg, calib)
     ctx.metrics.update(dataclasses.asdict(report))
     ctx.metrics["parameter_ratio"] = round(report.parameters_after / report.parameters_before, 4)

@@ -59,6 +59,7 @@ class _Batches:
 
     def __init__(self, session_inputs, batches: list[tuple[np.ndarray, np.ndarray]]):
         self._names = {i.name for i in session_inputs}
+        self._batches = batches
         self._iter = iter(batches)
 
     def get_next(self):
@@ -69,8 +70,8 @@ class _Batches:
         inputs = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
         return {k: v for k, v in inputs.items() if k in self._names}
 
-    def rewind(self):  # not needed by one-pass calibration
-        raise NotImplementedError
+    def rewind(self) -> None:
+        self._iter = iter(self._batches)
 
 
 def calibration_batches(token_ids: list[list[int]], pad_id: int, batch_size: int = 16):
