@@ -47,9 +47,7 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, splits: Splits, c
     train_ids = encode(tokenizer, splits.train.texts, max_length)
     val_ids = encode(tokenizer, splits.validation.texts, max_length)
     pad = tokenizer.pad_token_id
-    teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher.to(device).eval()  # every teacher forward below runs under no_grad / inference_mode
     if teacher_logits is None:
         log.info("caching teacher logits over %d training examples", len(train_ids))
         teacher_logits = predict_logits(teacher, train_ids, pad, device, bf16=cfg.bf16)
