@@ -14,6 +14,7 @@ class TrainingFields(StrictModel):
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay")
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0, description="share of steps with linear warm-up")
     patience: int = Field(1, ge=0, le=100, description="epochs without validation gain before stopping early")
+    group_by_length: bool = Field(True, description="batch texts of similar length together (less padding, faster)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (None: run all epochs)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is visible, else CPU")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
