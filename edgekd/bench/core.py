@@ -62,8 +62,24 @@ def benchmark(path: Path, runtime: str, cfg: BenchConfig, inputs: Path, pad_id: 
         return json.loads(result_path.read_text())
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the benchmark workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class LoadSampler:
-    """Samples the 1-minute load average once a second while the benchmark runs."""
+    """Samples the 1-minute load average once a second while the benchmark runs, and measures how
+    much CPU other processes took meanwhile (machine busy time minus this process and its workers):
+    the load average lags and counts the benchmark itself, the second number is the disturbance."""
 
     def __init__(self, interval: float = 1.0):
         self.samples: list[float] = []
@@ -77,6 +93,7 @@ class LoadSampler:
 
     def __enter__(self) -> "LoadSampler":
         self.start = os.getloadavg()
+        self._cpu0, self._own0, self._t0 = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
         self._thread.start()
         return self
 
@@ -84,9 +101,13 @@ class LoadSampler:
         self._stop.set()
         self._thread.join()
         self.end = os.getloadavg()
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        other = (_busy_cpu_seconds() - self._cpu0) - (_own_cpu_seconds() - self._own0)
+        self.other_cores = max(0.0, other / wall)
 
     def summary(self) -> dict:
         return {"load1_start": round(self.start[0], 2), "load1_end": round(self.end[0], 2),
                 "load1_max": round(max(self.samples, default=self.start[0]), 2),
                 "load1_mean": round(float(np.mean(self.samples)) if self.samples else self.start[0], 2),
+                "other_processes_cores_mean": round(getattr(self, "other_cores", 0.0), 3),
                 "cores": os.cpu_count(), "sampled_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -106,7 +106,9 @@ def render_markdown(report: dict) -> str:
               f"{report['bench']['config']['runs']} after {report['bench']['config']['warmup']} warm-up runs; "
               "each model measured in a fresh process (peak RSS is that process's maximum).",
               f"- Load average (1 min) during the benchmark: start {load['load1_start']}, mean {load['load1_mean']}, "
-              f"max {load['load1_max']}, end {load['load1_end']} on {load['cores']} cores.",
+              f"max {load['load1_max']}, end {load['load1_end']} on {load['cores']} cores (it lags, and counts the "
+              f"pipeline's own work); CPU taken by other processes meanwhile: "
+              f"{load.get('other_processes_cores_mean', float('nan')):.2f} cores on average.",
               "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), ""]
     return "\n".join(lines)
 
