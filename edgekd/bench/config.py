@@ -10,7 +10,10 @@ class BenchConfig(StrictModel):
 
     kind: Literal["bench"] = "bench"
     warmup: int = Field(10, ge=1, le=10_000, description="untimed runs before each measurement")
-    runs: int = Field(100, ge=10, le=100_000, description="timed batch-1 runs per setting")
+    runs: int = Field(100, ge=10, le=100_000, description="timed batch-1 runs per setting (at least)")
+    min_seconds: float = Field(3.0, ge=0.0, le=600.0,
+                               description="keep timing each setting until this much time is measured "
+                                           "(fast models get more runs, so a short disturbance weighs less)")
     fixed_length: int = Field(128, ge=8, le=4096, description="token length of the fixed-length latency setting")
     throughput_batch: int = Field(32, ge=2, le=4096, description="batch size of the throughput setting")
     throughput_batches: int = Field(8, ge=1, le=10_000, description="timed batches for throughput")

@@ -49,6 +49,7 @@ def benchmark(path: Path, runtime: str, cfg: BenchConfig, inputs: Path, pad_id: 
     """Measure ``path`` (an ONNX file or a model folder) with ``runtime`` in a fresh Python process."""
     job = {"path": str(path), "runtime": runtime, "device": device, "inputs": str(inputs), "pad_id": pad_id,
            "num_classes": num_classes, "threads": cfg.threads, "warmup": cfg.warmup, "runs": cfg.runs,
+           "min_seconds": cfg.min_seconds,
            "throughput_batch": cfg.throughput_batch, "throughput_batches": cfg.throughput_batches,
            "eval_batch_size": cfg.eval_batch_size}
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:

@@ -68,12 +68,15 @@ class TorchRunner:
             self.torch.cuda.synchronize()
 
 
-def _timed(runner, inputs: list[list[np.ndarray]], warmup: int) -> list[float]:
+def _timed(runner, make_input, runs: int, warmup: int, min_seconds: float = 0.0) -> list[float]:
+    """Seconds per call of ``runner(make_input(i))``: ``runs`` calls at least, more until
+    ``min_seconds`` have been measured (capped at 100x ``runs``)."""
     for i in range(warmup):
-        runner(inputs[i % len(inputs)])
+        runner(make_input(i))
     runner.sync()
-    times = []
-    for rows in inputs:
+    times: list[float] = []
+    while len(times) < runs or (sum(times) < min_seconds and len(times) < 100 * runs):
+        rows = make_input(len(times))
         start = time.perf_counter()
         runner(rows)
         runner.sync()
@@ -99,16 +102,19 @@ def measure(job: dict) -> dict:
     else:
         runner = TorchRunner(job["path"], job["pad_id"], job["device"])
     result = {"latency_ms": {}, "throughput_eps": {}}
-    runs, warmup, batch = job["runs"], job["warmup"], job["throughput_batch"]
+    runs, warmup, batch, min_s = job["runs"], job["warmup"], job["throughput_batch"], job.get("min_seconds", 0.0)
+    batches = [b for b in (real[i * batch : (i + 1) * batch] for i in range(job["throughput_batches"])) if b]
     for threads in job["threads"]:
         runner.set_threads(threads)
         tag = f"t{threads or 'all'}"
         # batch 1 over the test split's real lengths, in the same order for every model
-        result["latency_ms"][f"real_b1_{tag}"] = latency_stats(_timed(runner, [[real[i % len(real)]] for i in range(runs)], warmup))
-        result["latency_ms"][f"fixed{len(fixed)}_b1_{tag}"] = latency_stats(_timed(runner, [[fixed]] * runs, warmup))
-        batches = [real[i * batch : (i + 1) * batch] for i in range(job["throughput_batches"])]
-        times = _timed(runner, [b for b in batches if b], 1)
-        result["throughput_eps"][f"real_b{batch}_{tag}"] = round(sum(len(b) for b in batches) / sum(times), 2)
+        result["latency_ms"][f"real_b1_{tag}"] = latency_stats(
+            _timed(runner, lambda i: [real[i % len(real)]], runs, warmup, min_s))
+        result["latency_ms"][f"fixed{len(fixed)}_b1_{tag}"] = latency_stats(
+            _timed(runner, lambda i: [fixed], runs, warmup, min_s))
+        times = _timed(runner, lambda i: batches[i % len(batches)], len(batches), 1, min_s)
+        examples = sum(len(batches[i % len(batches)]) for i in range(len(times)))
+        result["throughput_eps"][f"real_b{batch}_{tag}"] = round(examples / sum(times), 2)
     runner.set_threads(0)
     eval_batch = job["eval_batch_size"]
     # The same length-sorted batches as the quantize stage's accuracy; predictions put back in order.

@@ -102,8 +102,9 @@ def render_markdown(report: dict) -> str:
     for s in report["stages"]:
         lines.append(f"| {s['kind']} | {s['seconds'] if s['seconds'] is not None else '–'} | {_stage_note(s)} |")
     lines += ["", "## Conditions", "",
-              f"- Threads: {report['bench']['config']['threads']} (0 = all cores); batch-1 runs per setting: "
-              f"{report['bench']['config']['runs']} after {report['bench']['config']['warmup']} warm-up runs; "
+              f"- Threads: {report['bench']['config']['threads']} (0 = all cores); batch-1 runs per setting: at least "
+              f"{report['bench']['config']['runs']} and at least {report['bench']['config'].get('min_seconds', 0)} s "
+              f"of timed runs, after {report['bench']['config']['warmup']} warm-up runs; "
               "each model measured in a fresh process (peak RSS is that process's maximum).",
               f"- Load average (1 min) during the benchmark: start {load['load1_start']}, mean {load['load1_mean']}, "
               f"max {load['load1_max']}, end {load['load1_end']} on {load['cores']} cores (it lags, and counts the "

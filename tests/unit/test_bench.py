@@ -43,3 +43,30 @@ def test_load_sampler_counts_other_processes_but_not_its_own_workers():
     # 1.5 s of CPU over a window of about 1.6 s; a busy machine only raises the second number
     assert other.summary()["other_processes_cores_mean"] > 0.5
     assert own.summary()["other_processes_cores_mean"] < other.summary()["other_processes_cores_mean"]
+
+
+class _Sleeper:
+    """A runner that takes about 2 ms per call (the worker's runner interface)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, rows):
+        import time
+
+        self.calls.append(rows)
+        time.sleep(0.002)
+
+    def sync(self):
+        pass
+
+
+def test_timed_runs_at_least_runs_and_until_min_seconds():
+    from edgekd.bench.worker import _timed
+
+    runner = _Sleeper()
+    assert len(_timed(runner, lambda i: [i], runs=5, warmup=2)) == 5
+    assert runner.calls == [[0], [1], [0], [1], [2], [3], [4]]  # warm-up, then the timed inputs in order
+    times = _timed(_Sleeper(), lambda i: [i], runs=5, warmup=1, min_seconds=0.1)
+    assert len(times) > 5 and sum(times) >= 0.1
+    assert len(_timed(_Sleeper(), lambda i: [i], runs=2, warmup=1, min_seconds=60)) == 200  # capped at 100x runs
