@@ -5,6 +5,8 @@ from collections.abc import Iterator
 
 import torch
 
+from edgekd.ort import length_sorted_batches
+
 # Training batches are drawn from pools of this many batches, sorted by length inside each pool:
 # batches hold texts of similar length (little padding) while the order stays random.
 GROUP_POOL_BATCHES = 50
@@ -30,16 +32,19 @@ def batch_order(lengths: list[int], batch_size: int, shuffle: bool = False, seed
                 group_by_length: bool = False) -> list[list[int]]:
     """Example indices per batch.
 
-    shuffle=False: sorted by length when ``group_by_length`` (inference: callers put results back
-    in order), else in order. shuffle=True: a seeded permutation; with ``group_by_length`` each pool
-    of GROUP_POOL_BATCHES batches is sorted by length, cut into batches, and the batches are shuffled.
+    shuffle=False: the same length-sorted batches as ONNX Runtime inference when ``group_by_length``
+    (callers put results back in order), else in order. shuffle=True: a seeded permutation; with
+    ``group_by_length`` each pool of GROUP_POOL_BATCHES batches is sorted by length, cut into
+    batches, and the batches are shuffled.
     """
+    if group_by_length and not shuffle:
+        return [b.tolist() for b in length_sorted_batches(lengths, batch_size)]
     order = list(range(len(lengths)))
     rng = random.Random(seed)
     if shuffle:
         rng.shuffle(order)
     if group_by_length:
-        pool = len(order) if not shuffle else batch_size * GROUP_POOL_BATCHES
+        pool = batch_size * GROUP_POOL_BATCHES
         order = [i for s in range(0, len(order), pool)
                  for i in sorted(order[s : s + pool], key=lambda i: lengths[i], reverse=True)]
     out = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]

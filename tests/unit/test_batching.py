@@ -37,10 +37,10 @@ def test_grouped_training_batches_cover_each_example_once_and_pad_less():
 
 def test_inference_order_is_sorted_by_length():
     lengths = _lengths(100)
-    order = [i for b in batch_order(lengths, 16, group_by_length=True) for i in b]
-    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
-    ort_order = [int(i) for b in length_sorted_batches(lengths, 16) for i in b]
-    assert [lengths[i] for i in ort_order] == sorted(lengths)
+    torch_batches = batch_order(lengths, 16, group_by_length=True)
+    assert [lengths[i] for b in torch_batches for i in b] == sorted(lengths)
+    # PyTorch and ONNX Runtime evaluation see the same batches (dynamic int8 depends on them)
+    assert torch_batches == [b.tolist() for b in length_sorted_batches(lengths, 16)]
 
 
 def test_predict_logits_returns_rows_in_input_order(tiny_bert_dir):
