@@ -84,6 +84,7 @@ class LoadSampler:
 
     def __init__(self, interval: float = 1.0):
         self.samples: list[float] = []
+        self.other_cores = 0.0  # set on exit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
 
@@ -110,5 +111,5 @@ class LoadSampler:
         return {"load1_start": round(self.start[0], 2), "load1_end": round(self.end[0], 2),
                 "load1_max": round(max(self.samples, default=self.start[0]), 2),
                 "load1_mean": round(float(np.mean(self.samples)) if self.samples else self.start[0], 2),
-                "other_processes_cores_mean": round(getattr(self, "other_cores", 0.0), 3),
+                "other_processes_cores_mean": round(self.other_cores, 3),
                 "cores": os.cpu_count(), "sampled_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

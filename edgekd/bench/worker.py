@@ -19,6 +19,7 @@ import numpy as np
 
 from edgekd.bench.stats import latency_stats
 from edgekd.metrics import classification_metrics
+from edgekd.ort import feed, length_sorted_batches, make_session, pad_numpy
 
 
 class OrtRunner:
@@ -26,13 +27,9 @@ class OrtRunner:
         self.path, self.pad_id = path, pad_id
 
     def set_threads(self, threads: int) -> None:
-        from edgekd.ort import make_session
-
         self.session = make_session(self.path, threads)
 
     def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
-        from edgekd.ort import feed, pad_numpy
-
         ids, mask = pad_numpy([r.tolist() for r in rows], self.pad_id)
         return self.session.run(None, feed(self.session, ids, mask))[0]
 
@@ -55,8 +52,6 @@ class TorchRunner:
         self.torch.set_num_threads(threads or os.cpu_count())
 
     def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
-        from edgekd.ort import pad_numpy
-
         ids, mask = pad_numpy([r.tolist() for r in rows], self.pad_id)
         with self.torch.inference_mode():
             out = self.model(input_ids=self.torch.from_numpy(ids).to(self.device),
@@ -118,8 +113,6 @@ def measure(job: dict) -> dict:
     runner.set_threads(0)
     eval_batch = job["eval_batch_size"]
     # The same length-sorted batches as the quantize stage's accuracy; predictions put back in order.
-    from edgekd.ort import length_sorted_batches
-
     pred = np.empty(len(real), dtype=np.int64)
     for idx in length_sorted_batches([len(r) for r in real], eval_batch):
         pred[idx] = runner([real[i] for i in idx]).argmax(-1)

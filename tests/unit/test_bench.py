@@ -1,8 +1,14 @@
-"""The benchmark worker's inputs: exact rows back, without one array copy per row."""
+"""The benchmark's measuring machinery: inputs, timing loop, peak memory, load accounting."""
+
+import subprocess
+import sys
+import time
 
 import numpy as np
+import psutil
 
-from edgekd.bench.worker import load_inputs, peak_rss_mb
+from edgekd.bench.core import LoadSampler
+from edgekd.bench.worker import _timed, load_inputs, peak_rss_mb
 
 
 def test_load_inputs_returns_the_rows_as_views_of_one_array(tmp_path):
@@ -25,13 +31,6 @@ BUSY = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.
 
 
 def test_load_sampler_counts_other_processes_but_not_its_own_workers():
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
-    from edgekd.bench.core import LoadSampler
 
     with LoadSampler(interval=0.2) as own:
         subprocess.run([sys.executable, "-c", BUSY], check=True)  # a worker: waited for inside
@@ -52,8 +51,6 @@ class _Sleeper:
         self.calls = []
 
     def __call__(self, rows):
-        import time
-
         self.calls.append(rows)
         time.sleep(0.002)
 
@@ -62,8 +59,6 @@ class _Sleeper:
 
 
 def test_timed_runs_at_least_runs_and_until_min_seconds():
-    from edgekd.bench.worker import _timed
-
     runner = _Sleeper()
     assert len(_timed(runner, lambda i: [i], runs=5, warmup=2)) == 5
     assert runner.calls == [[0], [1], [0], [1], [2], [3], [4]]  # warm-up, then the timed inputs in order
