@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import ConfigError, EdgekdError
 from edgekd.version import __version__
 
 log = logging.getLogger("edgekd")
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline", type=Path, help="pipeline YAML file (see pipelines/)")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. stages.teacher.epochs=1")
     run.add_argument("--run-dir", type=Path, help="run directory (default: OUTPUT_DIR/NAME from the pipeline)")
+    run.add_argument("--rerun", action="append", default=[], metavar="KIND",
+                     help="recompute this stage kind even if it finished before (repeatable), e.g. --rerun bench "
+                     "for a fresh measurement; the stages after it follow")
 
     validate = sub.add_parser("validate", help="check a pipeline file without running it",
                               description="Validate a pipeline file and overrides: types, ranges, unknown keys and "
@@ -82,7 +85,11 @@ def _cmd_run(args) -> int:
     from edgekd.pipeline import run_pipeline
 
     config = load_pipeline(args.pipeline, args.overrides)
-    result = run_pipeline(config, run_dir=args.run_dir)
+    kinds = [s.kind for s in config.stages]
+    unknown = [k for k in args.rerun if k not in kinds]
+    if unknown:
+        raise ConfigError(f"--rerun {unknown[0]}: the pipeline has no such stage; its stages: {', '.join(kinds)}")
+    result = run_pipeline(config, run_dir=args.run_dir, force=frozenset(args.rerun))
     ran = sum(r.status == "ran" for r in result.stages)
     log.info("run finished: %d stage(s) ran, %d reused; results in %s", ran, len(result.stages) - ran, result.run_dir)
     if (result.run_dir / "report.md").is_file():

@@ -11,31 +11,25 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from edgekd._config_base import StrictModel
-from edgekd.bench.config import BenchConfig
-from edgekd.bundle.config import BundleConfig
 from edgekd.data.config import DataConfig
-from edgekd.distill.config import DistillConfig
 from edgekd.errors import ConfigError
-from edgekd.export.config import ExportConfig
-from edgekd.prune.config import PruneConfig
-from edgekd.quantize.config import QuantizeConfig
-from edgekd.report.config import ReportConfig
-from edgekd.teacher.config import TeacherConfig
+from edgekd.stages import STAGES
 
-StageConfig = Annotated[
-    Union[TeacherConfig, PruneConfig, DistillConfig, ExportConfig, QuantizeConfig, BundleConfig, BenchConfig,
-          ReportConfig],
-    Field(discriminator="kind"),
-]
+StageConfig = Annotated[Union[tuple(entry.config for entry in STAGES.values())], Field(discriminator="kind")]
 
 
 class ModelConfig(StrictModel):
     source: str = Field("builtin:all-MiniLM-L6-v2", description="builtin:NAME, a local model folder, or hub:ORG/NAME")
     max_length: int = Field(128, ge=8, le=4096, description="longest tokenised input; longer texts are truncated")
+    allow_pickle: bool = Field(False, description="accept a model folder whose only weights are pytorch_model.bin "
+                               "(a pickle, which can run code when loaded); trust its source first")
 
 
 class PipelineConfig(StrictModel):
-    name: str = Field("edgekd-run", pattern=r"^[A-Za-z0-9_.-]+$", description="run name (the run folder's name)")
+    # A plain folder name: no separators, and not "." or ".." (those would write outside output_dir).
+    name: str = Field("edgekd-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128,
+                      description="run name (the run folder's name): letters, digits, _ . -, starting with a letter "
+                                  "or digit")
     seed: int = Field(0, ge=0, description="seed for splits, initialisation and shuffling")
     output_dir: str = Field("runs", description="parent folder of run directories")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -87,7 +81,7 @@ def _format_error(exc: ValidationError) -> str:
 
 def _allowed_keys(loc: tuple) -> list[str]:
     """Field names valid at the location of an unknown key, e.g. ('stages', 1, 'prune', 'typo')."""
-    stage_classes = {c.model_fields["kind"].default: c for c in StageConfig.__origin__.__args__}
+    stage_classes = {kind: entry.config for kind, entry in STAGES.items()}
     model: Any = PipelineConfig
     for part in loc[:-1]:
         if isinstance(part, int) or part == "stages":

@@ -15,26 +15,25 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgekd.artifacts import Artifact, StagingDir, atomic_write_json, read_manifest, stage_outputs
+from edgekd.artifacts import (STAGING_MARK, Artifact, StagingDir, atomic_write_json, read_manifest,
+                              remove_interrupted_staging, stage_outputs)
 from edgekd.config import PipelineConfig
+from edgekd.digest import default_cache
+from edgekd.errors import EdgekdError
+from edgekd.runlock import RunLock
 from edgekd.stage_context import StageContext
+from edgekd.stages import STAGES
 from edgekd.version import __version__
-from edgekd.versions import library_versions
+from edgekd.versions import library_versions, machine_fingerprint
 
 log = logging.getLogger(__name__)
-
-# kind -> module with run(cfg, ctx); imported only when the stage actually runs.
-STAGE_MODULES = {
-    "teacher": "edgekd.teacher.stage", "prune": "edgekd.prune.stage", "distill": "edgekd.distill.stage",
-    "export": "edgekd.export.stage", "quantize": "edgekd.quantize.stage", "bundle": "edgekd.bundle.stage",
-    "bench": "edgekd.bench.stage", "report": "edgekd.report.stage",
-}
 
 
 def content_hash(payload: dict) -> str:
@@ -62,24 +61,84 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _manifest(kind: str, digest: str, parent: str | None, config: dict, seed: int, started: str, seconds: float,
+class KeyInputs:
+    """What cache keys are made of beyond a stage's own config, computed once per run and only if
+    some stage reads it (hashing a model folder or probing the machine is not free)."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self._digests = default_cache()
+        self._cache: dict[str, object] = {}
+
+    def _once(self, name: str, compute):
+        if name not in self._cache:
+            self._cache[name] = compute()
+        return self._cache[name]
+
+    def model_identity(self) -> dict:
+        from edgekd.assets.identity import source_identity
+
+        return self._once("model", lambda: source_identity(self.config.model.source, "model", self._digests))
+
+    def data_identity(self) -> dict:
+        from edgekd.assets.identity import source_identity
+
+        return self._once("data", lambda: source_identity(self.config.data.source, "dataset", self._digests))
+
+    def machine(self) -> dict:
+        return self._once("machine", machine_fingerprint)
+
+    def settings(self, reads: tuple[str, ...]) -> tuple[dict, dict]:
+        """(settings handed to the stage, their part of the key)."""
+        cfg, settings, key = self.config, {}, {}
+        for name in reads:
+            if name == "model":
+                settings["model_source"] = cfg.model.source
+                key["model"] = self.model_identity()
+            elif name == "max_length":
+                settings["max_length"] = key["max_length"] = cfg.model.max_length
+            elif name == "seed":
+                settings["seed"] = key["seed"] = cfg.seed
+            elif name == "pipeline":
+                settings["pipeline"] = key["pipeline"] = cfg.model_dump(mode="json")
+            elif name == "machine":
+                key["machine"] = self.machine()
+            else:
+                raise ValueError(f"unknown pipeline setting {name!r} in a stage entry")
+        return settings, key
+
+    def save(self) -> None:
+        self._digests.save()
+
+
+def _manifest(kind: str, digest: str, parent: str | None, config: dict, key: dict, started: str, seconds: float,
               metrics: dict, outputs: dict[str, Artifact], folder: Path) -> dict:
     return {
-        "kind": kind, "hash": digest, "parent": parent, "config": config, "seed": seed,
+        "kind": kind, "hash": digest, "parent": parent, "config": config, "key": key,
         "versions": library_versions(), "started": started, "finished": _now(), "seconds": round(seconds, 2),
         "metrics": metrics, "outputs": {n: a.to_manifest(folder) for n, a in outputs.items()},
     }
 
 
-def prepare_data(config: PipelineConfig, run_dir: Path) -> tuple[Path, str]:
+def _check_folder_is_ours(folder: Path) -> None:
+    """A folder with a stage's name but no manifest is not a finished stage, and not ours to delete."""
+    if folder.exists():
+        raise EdgekdError(f"{folder} exists but has no manifest.json, so it is not a finished edgekd stage; move it "
+                          "away to let the stage run (edgekd never deletes folders it did not finish)")
+
+
+def prepare_data(config: PipelineConfig, run_dir: Path, keys: KeyInputs) -> tuple[Path, str]:
     """Read, deduplicate and split the dataset once; later runs reuse the same split files."""
     from edgekd.assets import resolve_dataset_file
     from edgekd.data import make_splits, read_labelled_text, save_splits
 
-    digest = content_hash({"data": config.data.model_dump(), "seed": config.seed, "edgekd": __version__})
+    key = {"data": config.data.model_dump(), "source": keys.data_identity(), "seed": config.seed,
+           "edgekd": __version__}
+    digest = content_hash(key)
     folder = run_dir / f"00-data-{digest}"
     if read_manifest(folder) is not None:
         return folder, digest
+    _check_folder_is_ours(folder)
     started, t0 = _now(), time.perf_counter()
     cfg = config.data
     source = resolve_dataset_file(cfg.source)
@@ -93,8 +152,7 @@ def prepare_data(config: PipelineConfig, run_dir: Path) -> tuple[Path, str]:
         per_class = {name: [splits[name].labels.count(i) for i in range(len(splits.label_names))] for name in sizes}
         metrics = {"sizes": sizes, "per_class": per_class, "label_names": splits.label_names}
         atomic_write_json(staging.path / "manifest.json", _manifest(
-            "data", digest, None, cfg.model_dump(), config.seed, started, time.perf_counter() - t0, metrics, {},
-            staging.path))
+            "data", digest, None, cfg.model_dump(), key, started, time.perf_counter() - t0, metrics, {}, staging.path))
         staging.commit()
     except BaseException:
         staging.discard()
@@ -104,38 +162,59 @@ def prepare_data(config: PipelineConfig, run_dir: Path) -> tuple[Path, str]:
     return folder, digest
 
 
-def run_pipeline(config: PipelineConfig, run_dir: Path | None = None) -> RunResult:
-    """Run every stage not yet finished; a finished stage (manifest present) is loaded, not rerun."""
+def run_pipeline(config: PipelineConfig, run_dir: Path | None = None, force: frozenset[str] = frozenset()
+                 ) -> RunResult:
+    """Run every stage not yet finished; a finished stage (manifest present) is loaded, not rerun.
+
+    ``force`` names stage kinds to recompute even when finished (e.g. {"bench"} for a fresh
+    measurement); the stages after them then follow because their parent changed.
+    """
     run_dir = Path(run_dir or config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".*.tmp-*"):  # leftovers of an interrupted stage
-        shutil.rmtree(stale, ignore_errors=True)
-    data_dir, parent = prepare_data(config, run_dir)
+    with RunLock(run_dir):
+        for stale in remove_interrupted_staging(run_dir):
+            log.info("removed %s, left by an interrupted run", stale.name)
+        keys = KeyInputs(config)
+        try:
+            return _run_stages(config, run_dir, keys, force)
+        finally:
+            keys.save()
+
+
+def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: frozenset[str]) -> RunResult:
+    data_dir, parent = prepare_data(config, run_dir, keys)
     artifacts: dict[str, Artifact] = {}
     records: list[StageRecord] = []
     history = [{**read_manifest(data_dir), "folder": data_dir.name}]
     for index, stage in enumerate(config.stages, start=1):
+        entry = STAGES[stage.kind]
         cfg = stage.model_dump(mode="json")
-        digest = content_hash({"kind": stage.kind, "config": cfg, "parent": parent, "edgekd": __version__})
+        settings, key_settings = keys.settings(entry.reads)
+        key = {"kind": stage.kind, "config": cfg, "parent": parent, "settings": key_settings,
+               "libraries": library_versions(entry.libraries)}
+        digest = content_hash(key)
         folder = run_dir / f"{index:02d}-{stage.kind}-{digest}"
         manifest = read_manifest(folder)
-        if manifest is not None:
+        if manifest is not None and stage.kind not in force:
             log.info("stage %d/%d %s: finished before, reusing %s", index, len(config.stages), stage.kind, folder.name)
             artifacts.update(stage_outputs(folder, manifest))
             history.append({**manifest, "folder": folder.name})
             records.append(StageRecord(index, stage.kind, folder, "skipped", 0.0))
             parent = digest
             continue
+        if manifest is None:
+            _check_folder_is_ours(folder)
         log.info("stage %d/%d %s: running into %s", index, len(config.stages), stage.kind, folder.name)
         staging = StagingDir(folder)
-        ctx = StageContext(pipeline=config, out=staging.path, data_dir=data_dir, artifacts=dict(artifacts),
+        ctx = StageContext(settings=settings, out=staging.path, data_dir=data_dir, artifacts=dict(artifacts),
                            history=list(history))
         started, t0 = _now(), time.perf_counter()
         try:
-            importlib.import_module(STAGE_MODULES[stage.kind]).run(stage, ctx)
+            importlib.import_module(entry.module).run(stage, ctx)
             seconds = time.perf_counter() - t0
             atomic_write_json(staging.path / "manifest.json", _manifest(
-                stage.kind, digest, parent, cfg, config.seed, started, seconds, ctx.metrics, ctx.outputs, staging.path))
+                stage.kind, digest, parent, cfg, key, started, seconds, ctx.metrics, ctx.outputs, staging.path))
+            if manifest is not None:  # forced: the finished folder of the same key is replaced
+                _retire(folder)
             staging.commit()
         except BaseException:
             staging.discard()
@@ -148,6 +227,14 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | None = None) -> RunResu
         parent = digest
     _write_run_summary(config, run_dir, data_dir, records, artifacts)
     return RunResult(run_dir=run_dir, stages=records, artifacts=artifacts)
+
+
+def _retire(folder: Path) -> None:
+    """Move a finished stage folder aside (marked, so an interrupted clean-up finishes next run) and delete it."""
+    aside = folder.with_name(f".{folder.name}.tmp-retired-{os.getpid()}")
+    (folder / STAGING_MARK).write_text("superseded by a forced rerun\n")
+    os.replace(folder, aside)
+    shutil.rmtree(aside)
 
 
 def _write_run_summary(config: PipelineConfig, run_dir: Path, data_dir: Path, records: list[StageRecord],

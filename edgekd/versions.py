@@ -7,17 +7,18 @@ from importlib import metadata
 from edgekd.version import __version__
 
 _PACKAGES = ("torch", "transformers", "tokenizers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "torch-pruning",
-             "numpy", "pydantic")
+             "numpy", "pydantic", "matplotlib")
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"edgekd": __version__, "python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def library_versions(names: tuple[str, ...] = _PACKAGES) -> dict[str, str]:
+    return {"edgekd": __version__, "python": platform.python_version(), **{n: package_version(n) for n in names}}
 
 
 def machine_info() -> dict:
@@ -37,3 +38,8 @@ def machine_info() -> dict:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}",
     }
+
+
+def machine_fingerprint() -> dict:
+    """What makes a timing belong to one machine: the host, its CPU and memory (a benchmark key part)."""
+    return {**machine_info(), "host": platform.node()}

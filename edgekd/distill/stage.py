@@ -26,6 +26,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> None:
                        parameters=count_parameters(student))
     n = len(splits.label_names)
     ctx.metrics["validation"] = evaluate(student, tokenizer, splits.validation, n, ctx.max_length)
-    ctx.metrics["test"] = evaluate(student, tokenizer, splits.test, n, ctx.max_length)
     layout = getattr(student.config, "edgekd_layout", None)
-    save_classifier(student, tokenizer, ctx.add_output("student", "hf-model", "model"), layout=layout)
+    save_classifier(student, tokenizer, ctx.add_output(
+        "student", "hf-model", "model", role="student", source="pruned", precision="fp32", runtime="pytorch",
+        tokenizer="model", pad_id=tokenizer.pad_token_id, task="text-classification"), layout=layout)

@@ -32,4 +32,6 @@ def run(cfg: PruneConfig, ctx: StageContext) -> None:
     ctx.metrics["parameter_ratio"] = round(report.parameters_after / report.parameters_before, 4)
     # Accuracy right after pruning, before any recovery: how much distillation has to win back.
     ctx.metrics["validation"] = evaluate(student, tokenizer, splits.validation, len(splits.label_names), ctx.max_length)
-    save_classifier(student, tokenizer, ctx.add_output("pruned", "hf-model", "model"), layout=report.layout)
+    save_classifier(student, tokenizer, ctx.add_output(
+        "pruned", "hf-model", "model", role="pruned", source="teacher", precision="fp32", runtime="pytorch",
+        tokenizer="model", pad_id=tokenizer.pad_token_id, task="text-classification"), layout=report.layout)

@@ -131,14 +131,15 @@ def _stage_note(stage: dict) -> str:
     m = stage["metrics"]
     kind = stage["kind"]
     if kind == "teacher":
-        return (f"{m.get('device', 'as given')}, {m.get('epochs_run', 0)} epoch(s), test accuracy "
-                f"{100 * m['test']['accuracy']:.2f}%")
+        return (f"{m.get('device', 'as given')}, {m.get('epochs_run', 0)} epoch(s), validation accuracy "
+                f"{100 * m['validation']['accuracy']:.2f}%")
     if kind == "prune":
         return (f"{m['parameters_before'] / 1e6:.2f}M → {m['parameters_after'] / 1e6:.2f}M parameters; layers "
                 f"{m['kept_layers']}, heads {m['layout']['heads']}, FFN {m['layout']['ffn']}; validation accuracy "
                 f"before distillation {100 * m['validation']['accuracy']:.2f}%")
     if kind == "distill":
-        return f"{m.get('epochs_run')} epoch(s), best {m.get('best_epoch')}, test accuracy {100 * m['test']['accuracy']:.2f}%"
+        return (f"{m.get('epochs_run')} epoch(s), best {m.get('best_epoch')}, validation accuracy "
+                f"{100 * m['validation']['accuracy']:.2f}%")
     if kind == "export":
         return "; ".join(f"{k}: {v['exporter']}, max |Δlogit| {v['parity']['max_abs_diff']:.1e}" for k, v in m.items())
     if kind == "quantize":

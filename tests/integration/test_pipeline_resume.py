@@ -49,9 +49,10 @@ def test_manifest_records_config_parent_versions_and_metrics(tmp_path, tiny_mode
     result = run_pipeline(load_pipeline(path))
     teacher, prune = (json.loads((r.folder / "manifest.json").read_text()) for r in result.stages)
     assert prune["parent"] == teacher["hash"] and result.stages[1].folder.name.endswith(prune["hash"])
-    assert teacher["config"]["epochs"] == 4 and teacher["seed"] == 0
+    assert teacher["config"]["epochs"] == 4 and teacher["key"]["settings"]["seed"] == 0
     assert {"torch", "transformers", "onnxruntime", "torch-pruning", "edgekd"} <= set(teacher["versions"])
-    assert 0.0 <= teacher["metrics"]["test"]["accuracy"] <= 1.0 and teacher["seconds"] > 0
+    assert teacher["metrics"]["validation"]["accuracy"] > 0.8 and teacher["seconds"] > 0  # it learned the toy task
+    assert "test" not in teacher["metrics"]  # the test split is read once, by the benchmark
     assert prune["metrics"]["parameters_after"] < prune["metrics"]["parameters_before"]
     assert (result.stages[1].folder / "model" / "model.safetensors").is_file()
 

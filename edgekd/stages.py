@@ -1,0 +1,44 @@
+"""The one table of stage kinds: each entry is a config class, the module that runs it, the
+pipeline-level settings it reads and the libraries whose versions change its output.
+
+The config union, the runner's cache key and the report all read this table, so a new stage kind
+is one entry here plus its folder (config.py, core.py, stage.py).
+"""
+
+from dataclasses import dataclass
+
+from edgekd.bench.config import BenchConfig
+from edgekd.bundle.config import BundleConfig
+from edgekd.distill.config import DistillConfig
+from edgekd.export.config import ExportConfig
+from edgekd.prune.config import PruneConfig
+from edgekd.quantize.config import QuantizeConfig
+from edgekd.report.config import ReportConfig
+from edgekd.teacher.config import TeacherConfig
+
+TRAINING_LIBS = ("torch", "transformers", "tokenizers")
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    config: type  # pydantic class with a `kind` literal, requires(), provides() and summary(metrics)
+    module: str  # module with run(cfg, ctx); imported only when the stage runs
+    # Pipeline-level settings the stage reads: "model" (the model source, by content), "max_length",
+    # "seed", "pipeline" (the whole pipeline, for the report), "machine" (the bench's CPU and host).
+    reads: tuple[str, ...]
+    libraries: tuple[str, ...]
+
+
+STAGES: dict[str, StageEntry] = {
+    "teacher": StageEntry(TeacherConfig, "edgekd.teacher.stage", ("model", "max_length", "seed"), TRAINING_LIBS),
+    "prune": StageEntry(PruneConfig, "edgekd.prune.stage", ("max_length", "seed"), TRAINING_LIBS + ("torch-pruning",)),
+    "distill": StageEntry(DistillConfig, "edgekd.distill.stage", ("max_length", "seed"), TRAINING_LIBS),
+    "export": StageEntry(ExportConfig, "edgekd.export.stage", ("max_length",),
+                         TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime")),
+    "quantize": StageEntry(QuantizeConfig, "edgekd.quantize.stage", ("max_length",),
+                           ("transformers", "tokenizers", "onnx", "onnxruntime")),
+    "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), ()),
+    "bench": StageEntry(BenchConfig, "edgekd.bench.stage", ("max_length", "seed", "machine"),
+                        TRAINING_LIBS + ("onnxruntime", "numpy")),
+    "report": StageEntry(ReportConfig, "edgekd.report.stage", ("pipeline",), ("matplotlib",)),
+}
