@@ -185,8 +185,10 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
     artifacts: dict[str, Artifact] = {}
     records: list[StageRecord] = []
     history = [{**read_manifest(data_dir), "folder": data_dir.name}]
+    forcing = False  # once a stage is recomputed on request, every stage after it is too (same keys, new content)
     for index, stage in enumerate(config.stages, start=1):
         entry = STAGES[stage.kind]
+        forcing = forcing or stage.kind in force
         cfg = stage.model_dump(mode="json")
         settings, key_settings = keys.settings(entry.reads)
         key = {"kind": stage.kind, "config": cfg, "parent": parent, "settings": key_settings,
@@ -194,7 +196,7 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
         digest = content_hash(key)
         folder = run_dir / f"{index:02d}-{stage.kind}-{digest}"
         manifest = read_manifest(folder)
-        if manifest is not None and stage.kind not in force:
+        if manifest is not None and not forcing:
             log.info("stage %d/%d %s: finished before, reusing %s", index, len(config.stages), stage.kind, folder.name)
             artifacts.update(stage_outputs(folder, manifest))
             history.append({**manifest, "folder": folder.name})

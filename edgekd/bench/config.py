@@ -1,25 +1,57 @@
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgekd._config_base import StrictModel
 
 
 class BenchConfig(StrictModel):
-    """Latency, throughput, peak memory, size and accuracy of every model the run produced."""
+    """Latency, throughput, peak memory, size and quality of every model, on identical inputs.
+
+    Each round times every model in turn on the same sample of test inputs, batch 1, in the same
+    order; speed-ups are taken per round (paired) and summarised by their median and interval.
+    """
 
     kind: Literal["bench"] = "bench"
-    warmup: int = Field(10, ge=1, le=10_000, description="untimed runs before each measurement")
-    runs: int = Field(100, ge=10, le=100_000, description="timed batch-1 runs per setting (at least)")
-    min_seconds: float = Field(3.0, ge=0.0, le=600.0,
-                               description="keep timing each setting until this much time is measured "
-                                           "(fast models get more runs, so a short disturbance weighs less)")
+    rounds: int = Field(5, ge=1, le=1000, description="rounds; every model is timed once per round and thread setting")
+    sample: int | None = Field(None, ge=1, description="test rows timed batch-1 per round, a seeded sample "
+                               "(None: all of them); accuracy always uses every test row")
+    warmup: int = Field(10, ge=0, le=10_000, description="untimed calls per model before the first round of a setting")
     fixed_length: int = Field(128, ge=8, le=4096, description="token length of the fixed-length latency setting")
+    fixed_runs: int = Field(20, ge=0, le=100_000, description="batch-1 calls on the fixed-length input per round")
     throughput_batch: int = Field(32, ge=2, le=4096, description="batch size of the throughput setting")
-    throughput_batches: int = Field(8, ge=1, le=10_000, description="timed batches for throughput")
-    threads: list[int] = Field([1, 0], min_length=1, description="intra-op thread counts; 0 means all cores")
-    eval_batch_size: int = Field(64, ge=1, le=4096, description="batch size for accuracy on the test split")
+    throughput_batches: int = Field(4, ge=1, le=10_000, description="throughput batches per round")
+    threads: list[int] = Field([1, 0], min_length=1, description="intra-op threads, the same for every runtime; "
+                               "0 means all physical cores")
+    length_buckets: list[int] = Field([16, 32, 64], min_length=1, description="upper token lengths of the latency "
+                                      "buckets: [16, 32, 64] gives <=16, 17-32, 33-64, >64")
+    eval_batch_size: int = Field(64, ge=2, le=4096, description="batch size of the batched accuracy (batch-1 accuracy "
+                                 "is always reported too, and is the headline)")
+    max_other_cpu: float = Field(0.1, ge=0.0, le=1.0, description="share of the cores other processes may use "
+                                 "during the benchmark before the result is flagged as disturbed")
+    strict: bool = Field(False, description="refuse a disturbed result instead of flagging it")
+    bundle: bool = Field(True, description="also time the deploy bundle end to end (tokenizer included)")
     cuda: Literal["auto", "off"] = Field("auto", description="auto: also time the teacher on CUDA when a GPU is there")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_valid(cls, v: list[int]) -> list[int]:
+        if any(n < 0 for n in v) or len(set(v)) != len(v):
+            raise ValueError("threads must be distinct counts >= 1, or 0 for all physical cores")
+        return v
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _buckets_increase(cls, v: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(v, v[1:])) or v[0] < 1:
+            raise ValueError("length_buckets must be increasing positive token lengths, e.g. [16, 32, 64]")
+        return v
+
+    @staticmethod
+    def summary(m: dict) -> str:
+        load = m.get("load", {})
+        return (f"{m.get('rows')} rows; other processes used {load.get('other_processes_cores_mean', 0):.2f} cores"
+                + (" (disturbed)" if load.get("disturbed") else ""))
 
     def requires(self) -> list[str]:
         return []

@@ -1,4 +1,10 @@
-"""benchmark(): time one model file in a fresh process on inputs shared by every model compared."""
+"""run_benchmark(): time several models on identical inputs, interleaved round by round.
+
+Every model gets its own worker process (edgekd.bench.worker), loaded up front. For each thread
+setting, each round times every model in turn (the order rotates from round to round) on the same
+sample of inputs in the same order, so machine drift hits all models alike and a speed-up can be
+taken per round, paired, instead of as a ratio of medians measured minutes apart.
+"""
 
 import json
 import logging
@@ -8,59 +14,216 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.bench.config import BenchConfig
+from edgekd.bench.inputs import BenchInputs
+from edgekd.bench.stats import by_length, cv, latency_stats, paired_speedup
 from edgekd.errors import EdgekdError
+from edgekd.metrics import quality_report
+from edgekd.versions import library_versions, machine_info
 
 log = logging.getLogger(__name__)
+SCHEMA = "edgekd.bench/v2"
+# After a model's turn its runtime's idle threads may still spin for a few milliseconds; a pause
+# keeps them from taking a core from the next model being timed.
+PAUSE_S = 0.05
 
 
-def prepare_inputs(tokenizer_json: Path, texts: list[str], labels: list[int], max_length: int, fixed_length: int,
-                   out: Path) -> int:
-    """Tokenise the test split once into ``out`` (.npz, see worker.py); returns the pad id."""
-    from tokenizers import Tokenizer
+@dataclass
+class Target:
+    """One row of the benchmark: a model file or folder and the runtime that runs it."""
 
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    tok.no_padding()
-    tok.enable_truncation(max_length)
-    rows = [e.ids for e in tok.encode_batch(texts)]
-    # One input of exactly fixed_length tokens, made of real test text (not repeated padding).
-    tok.enable_truncation(fixed_length)
-    fixed, joined = [], ""
-    for text in texts:
-        joined += " " + text
-        fixed = tok.encode(joined).ids
-        if len(fixed) >= fixed_length:
-            break
-    offsets = np.cumsum([0] + [len(r) for r in rows])
-    np.savez(out, real_ids=np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]), real_offsets=offsets,
-             labels=np.asarray(labels, dtype=np.int64), fixed_ids=np.asarray(fixed, dtype=np.int64))
-    pad = tok.token_to_id("[PAD]")
-    if pad is None:
-        pad = tok.token_to_id("<pad>")
-    return 0 if pad is None else pad
+    name: str  # e.g. "student.int8-dynamic onnxruntime cpu"
+    path: Path
+    runtime: str  # "onnxruntime" | "pytorch" | "bundle"
+    pad_id: int
+    model: str = ""  # which model this is a version of: "teacher", "student", a file stem
+    role: str = "model"  # "teacher" | "student" | "peer" | "model"
+    format: str = "onnx"  # "onnx" | "pytorch" | "bundle"
+    precision: str = "fp32"
+    device: str = "cpu"
+    file_bytes: int | None = None
+    parameters: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "model": self.model, "role": self.role, "format": self.format,
+                "precision": self.precision, "runtime": self.runtime, "device": self.device,
+                "file_bytes": self.file_bytes, "parameters": self.parameters, **self.extra}
 
 
-def benchmark(path: Path, runtime: str, cfg: BenchConfig, inputs: Path, pad_id: int, num_classes: int,
-              device: str = "cpu") -> dict:
-    """Measure ``path`` (an ONNX file or a model folder) with ``runtime`` in a fresh Python process."""
-    job = {"path": str(path), "runtime": runtime, "device": device, "inputs": str(inputs), "pad_id": pad_id,
-           "num_classes": num_classes, "threads": cfg.threads, "warmup": cfg.warmup, "runs": cfg.runs,
-           "min_seconds": cfg.min_seconds,
-           "throughput_batch": cfg.throughput_batch, "throughput_batches": cfg.throughput_batches,
-           "eval_batch_size": cfg.eval_batch_size}
-    with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
-        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_path.write_text(json.dumps(job))
-        proc = subprocess.run([sys.executable, "-m", "edgekd.bench.worker", str(job_path), str(result_path)],
-                              capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        if proc.returncode != 0 or not result_path.is_file():
-            tail = "\n".join((proc.stderr or "").strip().splitlines()[-5:])
-            raise EdgekdError(f"benchmark of {path} with {runtime} failed (exit {proc.returncode}): {tail}")
-        return json.loads(result_path.read_text())
+class WorkerProcess:
+    """A running edgekd.bench.worker; ``send`` returns its reply or raises naming the model."""
+
+    def __init__(self, target: Target, inputs: BenchInputs, cfg: BenchConfig):
+        self.target = target
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgekd.bench.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        job = {**target.describe(), "path": str(target.path), "pad_id": target.pad_id,
+               "runtime_dir": str(Path(__file__).resolve().parents[2] / "deploy")}
+        self.load_s = self.send({"op": "load", "target": job, "inputs": str(inputs.npz),
+                                 "texts": str(inputs.texts) if inputs.texts else None,
+                                 "throughput": [cfg.throughput_batch, cfg.throughput_batches]})["load_s"]
+
+    def send(self, cmd: dict) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            tail = " | ".join(self.stderr.read().strip().splitlines()[-3:])
+            raise EdgekdError(f"benchmark worker for {self.target.name} ({self.target.path}) exited "
+                              f"(code {self.proc.wait()}): {tail}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise EdgekdError(f"benchmark of {self.target.name} ({self.target.path}) failed: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+def thread_settings(requested: list[int]) -> dict[str, int]:
+    """{"t1": 1, "tall": physical cores}: 0 means all physical cores, for every runtime alike."""
+    import psutil
+
+    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    logical = os.cpu_count() or physical
+    out: dict[str, int] = {}
+    for n in requested:
+        if n > logical:
+            raise EdgekdError(f"bench threads: {n} threads cannot be timed on this machine's {logical} logical cores; "
+                              f"use 1..{logical}, or 0 for all physical cores")
+        count = physical if n == 0 else n
+        tag = "tall" if n == 0 else f"t{n}"
+        if count not in out.values():
+            out[tag] = count
+    return out
+
+
+def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, label_names: list[str] | None = None,
+                  references: list[str] = ()) -> dict:
+    """Measure every target; each row gets paired speed-ups relative to each of ``references`` (row names)."""
+    if not targets:
+        raise EdgekdError("nothing to benchmark: no model was given")
+    threads = thread_settings(cfg.threads)
+    lengths = None
+    workers: list[WorkerProcess] = []
+    try:
+        for i, target in enumerate(targets, 1):
+            log.info("[load %d/%d] %s", i, len(targets), target.name)
+            workers.append(WorkerProcess(target, inputs, cfg))
+        first = {w.target.name: w.send({"op": "first"})["first_s"] for w in workers}
+        timings = {w.target.name: {} for w in workers}
+        with LoadSampler() as load:
+            for tag, count in threads.items():
+                for w in workers:
+                    w.send({"op": "threads", "n": count})
+                    w.send({"op": "warmup", "n": cfg.warmup})
+                for r in range(cfg.rounds):
+                    start = time.perf_counter()
+                    for k in range(len(workers)):
+                        w = workers[(k + r) % len(workers)]  # rotate who goes first
+                        reply = w.send({"op": "round", "fixed_runs": cfg.fixed_runs})
+                        timings[w.target.name].setdefault(tag, []).append(reply)
+                        time.sleep(PAUSE_S)
+                    log.info("threads %s (%d), round %d/%d: %d models timed on %d inputs in %.0f s", tag, count, r + 1,
+                             cfg.rounds, len(workers), inputs.sample, time.perf_counter() - start)
+            tokenize = {w.target.name: w.send({"op": "tokenize"})["tokenize"] for w in workers
+                        if w.target.runtime == "bundle"}
+        quality = {}
+        for w in workers:
+            w.send({"op": "threads", "n": max(threads.values())})
+            quality[w.target.name] = {"batch1": w.send({"op": "predict", "batch": 1})["pred"],
+                                      "batched": w.send({"op": "predict", "batch": cfg.eval_batch_size})["pred"]}
+            log.info("predictions of %s done", w.target.name)
+        rss = {w.target.name: w.send({"op": "rss"})["peak_rss_mb"] for w in workers}
+    finally:
+        for w in workers:
+            w.close()
+    with np.load(inputs.npz) as data:
+        offsets, labels, sample = data["real_offsets"], data["labels"], data["sample"]
+    lengths = np.diff(offsets)[sample]
+    rows = []
+    for w in workers:
+        name = w.target.name
+        row = {**w.target.describe(), "load_s": round(w.load_s, 3), "first_inference_ms": round(1000 * first[name], 3),
+               "peak_rss_mb": rss[name], **_timing_summary(timings[name], lengths, cfg)}
+        if name in tokenize:
+            row["tokenize_ms"] = latency_stats(tokenize[name])
+        row.update(_quality(quality[name], labels, label_names, cfg.eval_batch_size))
+        rows.append(row)
+    for reference in references:
+        _add_speedups(rows, reference)
+    summary = load.summary()
+    cores = summary["cores"]
+    disturbed = summary["other_processes_cores_mean"] > cfg.max_other_cpu * cores
+    result = {"schema": SCHEMA, "config": cfg.model_dump(mode="json"), "machine": machine_info(),
+              "versions": library_versions(), "threads": threads,
+              "inputs": {"rows": inputs.rows, "sample": inputs.sample, "describe": inputs.describe},
+              "load": {**summary, "limit_cores": round(cfg.max_other_cpu * cores, 3), "disturbed": disturbed},
+              "references": list(references), "label_names": label_names, "rows": rows}
+    if disturbed:
+        msg = (f"other processes used {summary['other_processes_cores_mean']:.2f} of {cores} cores on average while "
+               f"the benchmark ran (limit {cfg.max_other_cpu:.0%} of the cores): timings are disturbed")
+        if cfg.strict:
+            raise EdgekdError(msg + "; refused (strict)")
+        log.warning(msg)
+    return result
+
+
+def _timing_summary(per_setting: dict[str, list[dict]], lengths: np.ndarray, cfg: BenchConfig) -> dict:
+    out = {"latency_ms": {}, "rounds_p50_ms": {}, "cv": {}, "by_length": {}, "throughput_eps": {}}
+    for tag, rounds in per_setting.items():
+        real = np.asarray([r["real"] for r in rounds])  # [rounds, sample]
+        key = f"real_b1_{tag}"
+        out["latency_ms"][key] = latency_stats(real.ravel())
+        out["rounds_p50_ms"][key] = [round(float(np.median(r)) * 1000, 4) for r in real]
+        out["cv"][key] = cv(out["rounds_p50_ms"][key])
+        out["by_length"][key] = by_length(real, lengths, cfg.length_buckets)
+        if "fixed" in rounds[0]:
+            fixed_key = f"fixed{cfg.fixed_length}_b1_{tag}"
+            out["latency_ms"][fixed_key] = latency_stats(np.concatenate([r["fixed"] for r in rounds]))
+            out["rounds_p50_ms"][fixed_key] = [round(float(np.median(r["fixed"])) * 1000, 4) for r in rounds]
+            out["cv"][fixed_key] = cv(out["rounds_p50_ms"][fixed_key])
+        examples = sum(r["throughput_examples"] for r in rounds)
+        out["throughput_eps"][f"real_b{cfg.throughput_batch}_{tag}"] = round(
+            examples / sum(sum(r["throughput"]) for r in rounds), 2)
+    return out
+
+
+def _quality(pred: dict, labels: np.ndarray, label_names: list[str] | None, batch: int) -> dict:
+    out = {"predictions": pred["batch1"]}
+    if label_names is None or (labels < 0).any():
+        return out
+    batched = quality_report(np.asarray(pred["batched"]), labels, label_names)
+    return {**out, **quality_report(np.asarray(pred["batch1"]), labels, label_names),
+            "batched": {"batch_size": batch, "accuracy": batched["accuracy"], "macro_f1": batched["macro_f1"]}}
+
+
+def _add_speedups(rows: list[dict], reference: str) -> None:
+    ref = next((r for r in rows if r["name"] == reference), None)
+    if ref is None:
+        raise EdgekdError(f"reference {reference!r} is not one of the benchmarked rows: "
+                          f"{', '.join(r['name'] for r in rows)}")
+    for row in rows:
+        row.setdefault("speedup_vs", {})[reference] = {
+            key: paired_speedup(ref["rounds_p50_ms"][key], rounds)
+            for key, rounds in row["rounds_p50_ms"].items() if key in ref["rounds_p50_ms"]}
 
 
 def _busy_cpu_seconds() -> float:
@@ -72,9 +235,18 @@ def _busy_cpu_seconds() -> float:
 
 
 def _own_cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (the benchmark workers)."""
+    """CPU seconds of this process, its finished children and its live ones (the benchmark workers)."""
+    import psutil
+
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    own = t.user + t.system + t.children_user + t.children_system
+    for child in psutil.Process().children(recursive=True):
+        try:
+            c = child.cpu_times()
+            own += c.user + c.system
+        except psutil.NoSuchProcess:  # ended between listing and reading: counted once reaped
+            pass
+    return own
 
 
 class LoadSampler:

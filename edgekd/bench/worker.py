@@ -1,36 +1,48 @@
-"""Measure one model in a fresh process: `python -m edgekd.bench.worker JOB.json RESULT.json`.
+"""One benchmarked model in its own process: `python -m edgekd.bench.worker`.
 
-A fresh process per model makes peak RSS mean something (nothing else is loaded) and keeps one
-runtime's thread pools from disturbing the next. ONNX models are run with numpy + onnxruntime only;
-torch is imported only for PyTorch models.
+The orchestrator (edgekd.bench.core) starts one worker per model, loads them all, then drives
+them in turn, round by round, over the same inputs. A process per model makes peak RSS mean
+something (only that model is loaded) and keeps one runtime's thread pools away from the next.
+ONNX models and bundles run with numpy + onnxruntime only; torch is imported only for PyTorch.
 
-The job names the model, the runtime, and an .npz of pre-tokenised inputs shared by every model:
-  real_ids / real_offsets   test-split token ids (ragged, concatenated) and row offsets
-  labels                    test-split labels
-  fixed_ids                 one real-text input of exactly fixed_length tokens
+Protocol: one JSON command per line on stdin, one JSON reply per line on the original stdout
+(library chatter on stdout is sent to stderr, so it cannot corrupt a reply).
+  {"op": "load", "target": {...}, "inputs": path, "texts": path|null, "throughput": [batch, batches]}
+  {"op": "threads", "n": k}         set intra-op threads (k >= 1)
+  {"op": "first"}                    seconds of the first inference after load (one real input)
+  {"op": "warmup", "n": w}           w untimed calls over the sample
+  {"op": "round", "fixed_runs": f}   one round: the sample batch 1 in order, f fixed-length calls, the
+                                     throughput batches; seconds per call
+  {"op": "tokenize"}                 (bundles) seconds to tokenise each sample text
+  {"op": "predict", "batch": b}      predicted class of every row, batch 1 or length-sorted batches of b
+  {"op": "rss"}                      peak resident memory of this process, MB
 """
 
 import json
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from edgekd.bench.stats import latency_stats
-from edgekd.metrics import classification_metrics
+from edgekd.bench.inputs import load_inputs
 from edgekd.ort import feed, length_sorted_batches, make_session, pad_numpy
 
 
 class OrtRunner:
-    def __init__(self, path: str, pad_id: int):
-        self.path, self.pad_id = path, pad_id
+    takes = "ids"
+
+    def __init__(self, target: dict):
+        self.path, self.pad_id, self.session = target["path"], target["pad_id"], None
 
     def set_threads(self, threads: int) -> None:
+        self.session = None  # release the old session first: two alive at once would inflate peak RSS
         self.session = make_session(self.path, threads)
 
     def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
-        ids, mask = pad_numpy([r.tolist() for r in rows], self.pad_id)
+        ids, mask = pad_numpy(rows, self.pad_id)
         return self.session.run(None, feed(self.session, ids, mask))[0]
 
     def sync(self) -> None:
@@ -38,21 +50,21 @@ class OrtRunner:
 
 
 class TorchRunner:
-    def __init__(self, path: str, pad_id: int, device: str):
+    takes = "ids"
+
+    def __init__(self, target: dict):
         import torch
 
         from edgekd.models.io import load_classifier
 
-        self.torch, self.pad_id, self.device = torch, pad_id, torch.device(device)
-        self.model = load_classifier(path).to(self.device).eval()
+        self.torch, self.pad_id, self.device = torch, target["pad_id"], torch.device(target.get("device", "cpu"))
+        self.model = load_classifier(target["path"]).to(self.device).eval()
 
     def set_threads(self, threads: int) -> None:
-        import os
-
-        self.torch.set_num_threads(threads or os.cpu_count())
+        self.torch.set_num_threads(threads)
 
     def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
-        ids, mask = pad_numpy([r.tolist() for r in rows], self.pad_id)
+        ids, mask = pad_numpy(rows, self.pad_id)
         with self.torch.inference_mode():
             out = self.model(input_ids=self.torch.from_numpy(ids).to(self.device),
                              attention_mask=self.torch.from_numpy(mask).to(self.device)).logits
@@ -63,63 +75,105 @@ class TorchRunner:
             self.torch.cuda.synchronize()
 
 
-def _timed(runner, make_input, runs: int, warmup: int, min_seconds: float = 0.0) -> list[float]:
-    """Seconds per call of ``runner(make_input(i))``: ``runs`` calls at least, more until
-    ``min_seconds`` have been measured (capped at 100x ``runs``)."""
+class BundleRunner:
+    """The deploy bundle end to end, tokenizer included, through deploy/edgekd_runtime.py."""
+
+    takes = "texts"
+
+    def __init__(self, target: dict):
+        sys.path.insert(0, target["runtime_dir"])
+        from edgekd_runtime import Bundle
+
+        self.Bundle, self.folder, self.bundle = Bundle, target["path"], None
+
+    def set_threads(self, threads: int) -> None:
+        self.bundle = None
+        self.bundle = self.Bundle(self.folder, threads=threads)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.bundle.logits(texts)
+
+    def tokenize(self, text: str) -> None:
+        self.bundle.tokenizer.encode(text)
+
+    def sync(self) -> None:
+        pass
+
+
+RUNNERS = {"onnxruntime": OrtRunner, "pytorch": TorchRunner, "bundle": BundleRunner}
+
+
+def _timed(runner, inputs: list, warmup: int = 0) -> list[float]:
+    """Seconds per call of ``runner(x)`` for each ``x`` in ``inputs``, after ``warmup`` untimed calls."""
     for i in range(warmup):
-        runner(make_input(i))
+        runner(inputs[i % len(inputs)])
     runner.sync()
-    times: list[float] = []
-    while len(times) < runs or (sum(times) < min_seconds and len(times) < 100 * runs):
-        rows = make_input(len(times))
+    times = []
+    for x in inputs:
         start = time.perf_counter()
-        runner(rows)
+        runner(x)
         runner.sync()
         times.append(time.perf_counter() - start)
     return times
 
 
-def load_inputs(path: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """(real rows, labels, fixed-length row); every real row is a view of one shared array.
+class Worker:
+    def __init__(self, cmd: dict):
+        start = time.perf_counter()
+        self.runner = RUNNERS[cmd["target"]["runtime"]](cmd["target"])
+        self.runner.set_threads(1)  # ONNX Runtime builds its session here: part of loading
+        self.load_s = time.perf_counter() - start
+        data = load_inputs(cmd["inputs"])
+        self.labels, self.sample = data["labels"], data["sample"]
+        if self.runner.takes == "texts":
+            self.rows = json.loads(Path(cmd["texts"]).read_text())
+            self.fixed = None  # a bundle takes text, and a fixed token length is not a text
+        else:
+            self.rows, self.fixed = data["rows"], data["fixed"]
+        batch, count = cmd["throughput"]
+        picked = [self.rows[i] for i in self.sample[: batch * count]]
+        self.batches = [picked[s : s + batch] for s in range(0, len(picked), batch)]
 
-    Each ``data[key]`` access on an .npz reads a fresh copy: slicing rows out of a new copy per row
-    would keep thousands of copies alive and inflate the peak RSS being measured.
-    """
-    with np.load(path) as data:
-        real_ids, offsets = data["real_ids"], data["real_offsets"]
-        return np.split(real_ids, offsets[1:-1]), data["labels"], data["fixed_ids"]
+    def handle(self, cmd: dict) -> dict:
+        op, run = cmd["op"], self.runner
+        if op == "threads":
+            run.set_threads(cmd["n"])
+            return {}
+        if op == "first":
+            return {"first_s": _timed(run, [[self.rows[self.sample[0]]]])[0]}
+        if op == "warmup":
+            _timed(run, [[self.rows[i]] for i in self.sample[: cmd["n"]]])
+            return {}
+        if op == "round":
+            out = {"real": _timed(run, [[self.rows[i]] for i in self.sample])}
+            if self.fixed is not None and cmd["fixed_runs"]:
+                out["fixed"] = _timed(run, [[self.fixed]] * cmd["fixed_runs"], warmup=1)
+            out["throughput"] = _timed(run, self.batches, warmup=1)
+            out["throughput_examples"] = sum(len(b) for b in self.batches)
+            return out
+        if op == "tokenize":
+            times = []
+            for i in self.sample:
+                start = time.perf_counter()
+                run.tokenize(self.rows[i])
+                times.append(time.perf_counter() - start)
+            return {"tokenize": times}
+        if op == "predict":
+            return {"pred": self.predict(cmd["batch"]).tolist()}
+        if op == "rss":
+            return {"peak_rss_mb": peak_rss_mb()}
+        raise ValueError(f"unknown worker command {op!r}")
 
-
-def measure(job: dict) -> dict:
-    real, labels, fixed = load_inputs(job["inputs"])
-    if job["runtime"] == "onnxruntime":
-        runner = OrtRunner(job["path"], job["pad_id"])
-    else:
-        runner = TorchRunner(job["path"], job["pad_id"], job["device"])
-    result = {"latency_ms": {}, "throughput_eps": {}}
-    runs, warmup, batch, min_s = job["runs"], job["warmup"], job["throughput_batch"], job.get("min_seconds", 0.0)
-    batches = [b for b in (real[i * batch : (i + 1) * batch] for i in range(job["throughput_batches"])) if b]
-    for threads in job["threads"]:
-        runner.set_threads(threads)
-        tag = f"t{threads or 'all'}"
-        # batch 1 over the test split's real lengths, in the same order for every model
-        result["latency_ms"][f"real_b1_{tag}"] = latency_stats(
-            _timed(runner, lambda i: [real[i % len(real)]], runs, warmup, min_s))
-        result["latency_ms"][f"fixed{len(fixed)}_b1_{tag}"] = latency_stats(
-            _timed(runner, lambda i: [fixed], runs, warmup, min_s))
-        times = _timed(runner, lambda i: batches[i % len(batches)], len(batches), 1, min_s)
-        examples = sum(len(batches[i % len(batches)]) for i in range(len(times)))
-        result["throughput_eps"][f"real_b{batch}_{tag}"] = round(examples / sum(times), 2)
-    runner.set_threads(0)
-    eval_batch = job["eval_batch_size"]
-    # The same length-sorted batches as the quantize stage's accuracy; predictions put back in order.
-    pred = np.empty(len(real), dtype=np.int64)
-    for idx in length_sorted_batches([len(r) for r in real], eval_batch):
-        pred[idx] = runner([real[i] for i in idx]).argmax(-1)
-    result.update(classification_metrics(pred, labels, job["num_classes"]))
-    result["predictions"] = pred.tolist()
-    result["peak_rss_mb"] = peak_rss_mb()
-    return result
+    def predict(self, batch: int) -> np.ndarray:
+        pred = np.empty(len(self.rows), dtype=np.int64)
+        if batch == 1:
+            for i, row in enumerate(self.rows):
+                pred[i] = int(self.runner([row]).argmax(-1)[0])
+            return pred
+        # The same length-sorted batches as the quantize stage's accuracy; predictions put back in order.
+        for idx in length_sorted_batches([len(r) for r in self.rows], batch):
+            pred[idx] = self.runner([self.rows[i] for i in idx]).argmax(-1)
+        return pred
 
 
 def peak_rss_mb() -> float:
@@ -139,10 +193,23 @@ def peak_rss_mb() -> float:
 
 
 def main() -> int:
-    job_path, result_path = sys.argv[1], sys.argv[2]
-    job = json.loads(open(job_path).read())
-    with open(result_path, "w") as f:
-        json.dump(measure(job), f)
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the replies
+    worker = None
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "quit":
+            break
+        try:
+            if cmd["op"] == "load":
+                worker = Worker(cmd)
+                reply = {"load_s": worker.load_s}
+            else:
+                reply = worker.handle(cmd)
+        except Exception as exc:  # reported to the orchestrator, which names the model
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
     return 0
 
 

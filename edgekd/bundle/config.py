@@ -13,6 +13,10 @@ class BundleConfig(StrictModel):
         "student.int8-dynamic.onnx", description="ONNX artifact to ship (any output of export or quantize)"
     )
 
+    @staticmethod
+    def summary(m: dict) -> str:
+        return f"{m.get('source')}, {m.get('bundle_bytes', 0) / 1e6:.1f} MB"
+
     def requires(self) -> list[str]:
         return [self.model]
 

@@ -15,15 +15,24 @@ def run(cfg: BundleConfig, ctx: StageContext) -> None:
     folder = ctx.out / "bundle"
     folder.mkdir()
     shutil.copyfile(src.path, folder / "model.onnx")
-    shutil.copyfile(src.path.parent / "tokenizer.json", folder / "tokenizer.json")
+    shutil.copyfile(src.tokenizer / "tokenizer.json", folder / "tokenizer.json")
     (folder / "labels.json").write_text(json.dumps(ctx.splits.label_names, indent=1))
     manifest = {
         "format": "edgekd-bundle", "version": 1, "edgekd": __version__, "model": "model.onnx",
         "tokenizer": "tokenizer.json", "labels": "labels.json", "max_length": ctx.max_length,
-        "source_artifact": cfg.model, "precision": src.meta.get("precision", "fp32"),
+        "source_artifact": cfg.model, "precision": src.precision, "pad_id": src.pad_id,
         "model_sha256": sha256_of(folder / "model.onnx"),
         "runtime": "onnxruntime (CPUExecutionProvider); inputs input_ids, attention_mask[, token_type_ids] int64",
     }
     atomic_write_json(folder / "bundle.json", manifest)
+    _make_world_readable(folder)
     ctx.metrics.update(source=cfg.model, bundle_bytes=folder_size(folder))
-    ctx.add_output("bundle", "bundle", "bundle", source=cfg.model)
+    ctx.add_output("bundle", "bundle", "bundle", role=src.role, source=cfg.model, precision=src.precision,
+                   runtime="bundle", tokenizer="bundle", pad_id=src.pad_id, task=src.task)
+
+
+def _make_world_readable(folder) -> None:
+    """The bundle is meant to be copied and served: mkstemp (atomic writes) leaves 0600, copies follow the umask."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)

@@ -23,6 +23,11 @@ class DistillConfig(TrainingFields):
         "layer was pruned from"
     )
 
+    @staticmethod
+    def summary(m: dict) -> str:
+        return (f"{m.get('epochs_run')} epoch(s), best {m.get('best_epoch')}, validation accuracy "
+                f"{100 * m['validation']['accuracy']:.2f}%")
+
     def requires(self) -> list[str]:
         return ["teacher", "pruned"]
 

@@ -17,6 +17,10 @@ class ExportConfig(StrictModel):
         [(1, 8), (2, 37), (4, 128)], min_length=1, description="(batch, sequence) shapes checked, padding included"
     )
 
+    @staticmethod
+    def summary(m: dict) -> str:
+        return "; ".join(f"{k}: {v['exporter']}, max |Δlogit| {v['parity']['max_abs_diff']:.1e}" for k, v in m.items())
+
     def requires(self) -> list[str]:
         return list(self.models)
 

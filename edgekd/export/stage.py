@@ -1,7 +1,6 @@
 """Pipeline adapter: export each named model to ONNX and gate on parity with PyTorch."""
 
 import logging
-import shutil
 
 from edgekd.artifacts import folder_size
 from edgekd.data.tokenize import encode
@@ -22,7 +21,9 @@ def run(cfg: ExportConfig, ctx: StageContext) -> None:
         model = load_classifier(str(model_dir), attn_implementation="eager")
         folder = ctx.out / name
         result = export_onnx(model, folder, cfg)
-        shutil.copyfile(model_dir / "tokenizer.json", folder / "tokenizer.json")
+        # The whole tokenizer, not only tokenizer.json: its config carries the pad and special tokens, and
+        # transformers 5 loads a bare tokenizer.json without a pad id (4.x refuses it).
+        tokenizer.save_pretrained(folder)
         # Shapes longer than the pipeline's max_length cannot occur in use (and may exceed the position table).
         shapes = [(batch, min(length, ctx.max_length)) for batch, length in cfg.parity_shapes]
         inputs = parity_inputs(encode(tokenizer, texts, ctx.max_length), shapes, tokenizer.pad_token_id)
@@ -32,4 +33,6 @@ def run(cfg: ExportConfig, ctx: StageContext) -> None:
         ctx.metrics[name] = {"exporter": result.exporter, "fallback_reason": result.fallback_reason,
                              "seconds": round(result.seconds, 2), "parity": parity,
                              "file_bytes": folder_size(result.path)}
-        ctx.add_output(f"{name}.onnx", "onnx", f"{name}/model.onnx", source=name, precision="fp32")
+        src = ctx.artifact(name)
+        ctx.add_output(f"{name}.onnx", "onnx", f"{name}/model.onnx", role=src.role, source=name, precision="fp32",
+                       runtime="onnxruntime", tokenizer=name, pad_id=tokenizer.pad_token_id, task=src.task)

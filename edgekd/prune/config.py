@@ -27,6 +27,12 @@ class PruneConfig(StrictModel):
                 raise ValueError("keep_layers must be distinct, non-negative layer indices")
         return self
 
+    @staticmethod
+    def summary(m: dict) -> str:
+        return (f"{m['parameters_before'] / 1e6:.2f}M → {m['parameters_after'] / 1e6:.2f}M parameters; layers "
+                f"{m['kept_layers']}, heads {m['layout']['heads']}, FFN {m['layout']['ffn']}; validation accuracy "
+                f"before distillation {100 * m['validation']['accuracy']:.2f}%")
+
     def requires(self) -> list[str]:
         return ["teacher"]
 

@@ -17,6 +17,11 @@ class QuantizeConfig(StrictModel):
     calibration_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="static calibration")
     calibration_examples: int = Field(256, ge=8, le=100_000, description="training examples used for calibration")
 
+    @staticmethod
+    def summary(m: dict) -> str:
+        return "; ".join(f"{k}: validation {100 * v['validation']['accuracy']:.2f}%, {v['file_bytes'] / 1e6:.1f} MB"
+                         for k, v in m.items())
+
     def requires(self) -> list[str]:
         return [f"{m}.onnx" for m in self.models]
 

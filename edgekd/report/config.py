@@ -11,6 +11,10 @@ class ReportConfig(StrictModel):
     kind: Literal["report"] = "report"
     latency_setting: str = Field("real_b1_t1", description="latency setting plotted and used for speed-up ratios")
 
+    @staticmethod
+    def summary(m: dict) -> str:
+        return ""
+
     def requires(self) -> list[str]:
         return ["bench.json"]
 

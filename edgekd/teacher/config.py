@@ -11,6 +11,12 @@ class TeacherConfig(TrainingFields):
     kind: Literal["teacher"] = "teacher"
     finetune: bool = Field(True, description="false: use the model as given (it must already have the task's head)")
 
+    @staticmethod
+    def summary(m: dict) -> str:
+        """One line for the report's pipeline table, from this stage's manifest metrics."""
+        return (f"{m.get('device', 'as given')}, {m.get('epochs_run', 0)} epoch(s), validation accuracy "
+                f"{100 * m['validation']['accuracy']:.2f}%")
+
     def requires(self) -> list[str]:
         return []
 

@@ -11,7 +11,8 @@ TINY_STAGES = [
     {"kind": "export", "models": ["teacher", "student"]},
     {"kind": "quantize", "models": ["student"], "modes": ["dynamic", "static"], "calibration_examples": 64},
     {"kind": "bundle", "model": "student.int8-dynamic.onnx"},
-    {"kind": "bench", "runs": 10, "min_seconds": 0, "warmup": 2, "throughput_batches": 2, "throughput_batch": 8},
+    {"kind": "bench", "rounds": 3, "sample": 20, "warmup": 2, "fixed_runs": 3, "throughput_batches": 2,
+     "throughput_batch": 8},
     {"kind": "report"},
 ]
 

@@ -1,67 +1,131 @@
-"""The benchmark's measuring machinery: inputs, timing loop, peak memory, load accounting."""
+"""The benchmark's machinery: identical inputs for every model, paired statistics, load accounting."""
 
+import json
 import subprocess
 import sys
 import time
 
 import numpy as np
 import psutil
+import pytest
 
+from edgekd.bench import worker as worker_module
 from edgekd.bench.core import LoadSampler
-from edgekd.bench.worker import _timed, load_inputs, peak_rss_mb
+from edgekd.bench.inputs import _save, load_inputs
+from edgekd.bench.stats import by_length, median_interval, paired_speedup
+from edgekd.bench.worker import Worker, peak_rss_mb
+from edgekd.metrics import quality_report
 
 
-def test_load_inputs_returns_the_rows_as_views_of_one_array(tmp_path):
-    rows = [np.arange(n, dtype=np.int64) + 100 * n for n in (3, 1, 7, 2)]
-    path = tmp_path / "inputs.npz"
-    np.savez(path, real_ids=np.concatenate(rows), real_offsets=np.cumsum([0] + [len(r) for r in rows]),
-             labels=np.array([0, 1, 1, 0]), fixed_ids=np.arange(8))
-    real, labels, fixed = load_inputs(str(path))
-    assert [r.tolist() for r in real] == [r.tolist() for r in rows]
-    assert labels.tolist() == [0, 1, 1, 0] and fixed.tolist() == list(range(8))
-    # One backing buffer for all rows: a copy per row is what inflated peak RSS by hundreds of MB.
-    assert len({id(r.base) for r in real}) == 1
+def test_inputs_are_views_of_one_array_and_the_sample_is_seeded(tmp_path):
+    rows = [list(range(n)) for n in (3, 1, 7, 2, 5)]
+    path, size = _save(tmp_path, rows, [0, 1, 1, 0, 1], [9] * 8, sample_size=3, seed=4)
+    data = load_inputs(str(path))
+    assert [r.tolist() for r in data["rows"]] == rows and size == 3
+    assert len({id(r.base) for r in data["rows"]}) == 1  # one backing buffer (a copy per row inflated peak RSS)
+    (tmp_path / "again").mkdir()
+    again, _ = _save(tmp_path / "again", rows, None, [9] * 8, sample_size=3, seed=4)
+    assert load_inputs(str(again))["sample"].tolist() == data["sample"].tolist()
+    assert load_inputs(str(again))["labels"].tolist() == [-1] * 5
 
 
-def test_peak_rss_is_a_positive_number_of_megabytes():
-    assert 1.0 < peak_rss_mb() < 1e6
+class _Recorder:
+    """A stand-in model that remembers what it was asked; ``delay`` makes it slow or fast."""
 
+    takes = "ids"
+    delay = 0.0
+    seen: list = []
 
-BUSY = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
+    def __init__(self, target):
+        self.seen = []
 
-
-def test_load_sampler_counts_other_processes_but_not_its_own_workers():
-
-    with LoadSampler(interval=0.2) as own:
-        subprocess.run([sys.executable, "-c", BUSY], check=True)  # a worker: waited for inside
-    with LoadSampler(interval=0.2) as other:
-        stranger = subprocess.Popen([sys.executable, "-c", BUSY])
-        while psutil.Process(stranger.pid).status() != psutil.STATUS_ZOMBIE:
-            time.sleep(0.05)
-    stranger.wait()  # reaped after the window: its CPU time was someone else's, like any other process's
-    # 1.5 s of CPU over a window of about 1.6 s; a busy machine only raises the second number
-    assert other.summary()["other_processes_cores_mean"] > 0.5
-    assert own.summary()["other_processes_cores_mean"] < other.summary()["other_processes_cores_mean"]
-
-
-class _Sleeper:
-    """A runner that takes about 2 ms per call (the worker's runner interface)."""
-
-    def __init__(self):
-        self.calls = []
+    def set_threads(self, n):
+        pass
 
     def __call__(self, rows):
-        self.calls.append(rows)
-        time.sleep(0.002)
+        self.seen.append([r.tolist() for r in rows])
+        time.sleep(self.delay)
+        return np.zeros((len(rows), 2))
 
     def sync(self):
         pass
 
 
-def test_timed_runs_at_least_runs_and_until_min_seconds():
-    runner = _Sleeper()
-    assert len(_timed(runner, lambda i: [i], runs=5, warmup=2)) == 5
-    assert runner.calls == [[0], [1], [0], [1], [2], [3], [4]]  # warm-up, then the timed inputs in order
-    times = _timed(_Sleeper(), lambda i: [i], runs=5, warmup=1, min_seconds=0.1)
-    assert len(times) > 5 and sum(times) >= 0.1
-    assert len(_timed(_Sleeper(), lambda i: [i], runs=2, warmup=1, min_seconds=60)) == 200  # capped at 100x runs
+class _SlowRecorder(_Recorder):
+    delay = 0.003
+
+
+def test_fast_and_slow_models_see_exactly_the_same_inputs_in_the_same_order(tmp_path, monkeypatch):
+    rows = [[i] * (1 + i % 5) for i in range(40)]
+    npz, _ = _save(tmp_path, rows, None, [1] * 8, sample_size=25, seed=0)
+    monkeypatch.setitem(worker_module.RUNNERS, "fast", _Recorder)
+    monkeypatch.setitem(worker_module.RUNNERS, "slow", _SlowRecorder)
+    seen = {}
+    for runtime in ("fast", "slow"):
+        w = Worker({"target": {"runtime": runtime}, "inputs": str(npz), "texts": None, "throughput": [4, 2]})
+        reply = w.handle({"op": "round", "fixed_runs": 3})
+        assert len(reply["real"]) == 25 and len(reply["fixed"]) == 3
+        seen[runtime] = w.runner.seen
+    assert seen["fast"] == seen["slow"]
+    sample = load_inputs(str(npz))["sample"]
+    assert seen["fast"][:25] == [[rows[i]] for i in sample]  # the seeded sample, batch 1, in its order
+
+
+def test_median_interval_uses_order_statistics_with_their_true_coverage():
+    five = median_interval([3.0, 1.0, 2.0, 5.0, 4.0])
+    assert (five["median"], five["low"], five["high"]) == (3.0, 1.0, 5.0) and five["coverage"] == 0.9375
+    ten = median_interval(list(range(1, 11)))
+    # k=2: 1 - 2 * (1 + 10) / 1024 = 0.9785 >= 0.95, k=3 would give 0.891
+    assert (ten["low"], ten["high"]) == (2.0, 9.0) and ten["coverage"] == pytest.approx(0.9785, abs=1e-4)
+
+
+def test_paired_speedup_cancels_drift_that_hits_both_models():
+    # The machine slows down 2x in rounds 2 and 4; the model is always 2x faster than the reference.
+    ref, model = [10.0, 20.0, 10.0, 20.0, 10.0], [5.0, 10.0, 5.0, 10.0, 5.0]
+    paired = paired_speedup(ref, model)
+    assert paired["median"] == paired["low"] == paired["high"] == 2.0
+    # A ratio of medians of two runs taken at different times would have shown 4x or 1x.
+    assert np.median([20.0, 20.0]) / np.median([5.0, 5.0]) == 4.0
+
+
+def test_latency_by_length_buckets_have_inclusive_upper_edges():
+    lengths = np.array([5, 16, 17, 32, 33, 64, 65, 200])
+    seconds = np.tile(np.arange(1, 9, dtype=float) / 1000, (2, 1))  # 2 rounds, ms = 1..8
+    out = by_length(seconds, lengths, [16, 32, 64])
+    assert list(out) == ["<=16", "17-32", "33-64", ">64"]
+    assert [out[b]["inputs"] for b in out] == [2, 2, 2, 2]
+    assert out["<=16"]["p50"] == 1.5 and out[">64"]["p50"] == 7.5
+
+
+def test_quality_report_exposes_a_lost_rare_class():
+    gold = np.array([0] * 90 + [1] * 10)
+    pred = np.zeros(100, dtype=int)  # never predicts the rare class: 90% accuracy
+    q = quality_report(pred, gold, ["common", "rare"])
+    assert q["accuracy"] == 0.9 and q["min_recall"] == 0.0 and q["min_recall_class"] == "rare"
+    assert q["confusion"] == [[90, 0], [10, 0]] and q["per_class"]["rare"]["f1"] == 0.0
+    assert q["macro_f1"] == pytest.approx((2 * 90 / 190) / 2, abs=1e-6)
+
+
+def test_peak_rss_reads_this_process_high_water_mark():
+    before = peak_rss_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MB touched
+    assert peak_rss_mb() >= before + 50 and block.sum() > 0
+
+
+BUSY = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
+# A process that is not ours: started through a middle process that exits at once.
+DETACHED = ("import subprocess, sys\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {BUSY!r}])\nprint(p.pid)")
+
+
+def test_load_sampler_counts_other_processes_but_not_its_own_workers():
+    with LoadSampler(interval=0.2) as own:
+        worker = subprocess.Popen([sys.executable, "-c", BUSY])  # a live worker of ours, like the bench's
+        worker.wait()
+    with LoadSampler(interval=0.2) as other:
+        pid = int(subprocess.run([sys.executable, "-c", DETACHED], capture_output=True, text=True).stdout)
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.05)
+    # 1.5 s of CPU over a window of about 1.6 s; a busy machine only raises both numbers
+    assert other.summary()["other_processes_cores_mean"] > 0.5
+    assert own.summary()["other_processes_cores_mean"] < other.summary()["other_processes_cores_mean"] - 0.4

@@ -1,0 +1,149 @@
+"""report.md: the headline, the model table, latency by input length, per-class quality, conditions."""
+
+
+def _mb(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.1f}"
+
+
+def _params(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f}M"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def _lat(row: dict, key: str, stat: str = "p50") -> str:
+    value = row["latency_ms"].get(key, {}).get(stat)
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _ratio(s: dict | None) -> str:
+    """'4.12× [3.98–4.25]' from a paired speed-up summary."""
+    if not s:
+        return "–"
+    return f"{s['median']:.2f}× [{s['low']:.2f}–{s['high']:.2f}]"
+
+
+def _speedup_cell(row: dict, reference: str | None, setting: str) -> str:
+    if reference is None:
+        return "–"
+    return _ratio(row.get("speedup_vs", {}).get(reference, {}).get(setting))
+
+
+def headline_lines(report: dict) -> list[str]:
+    h = report.get("headline")
+    if not h:
+        return []
+    s, cov = h["speedup_vs_onnxruntime"], h["speedup_vs_onnxruntime"]["coverage"]
+    lines = [f"**{h['student']}** against the teacher on the same inputs ({h['setting']}):", "",
+             f"- **{s['median']:.2f}× faster than the teacher on ONNX Runtime fp32** (same runtime; median of "
+             f"{s['n']} paired rounds, {cov:.0%} interval {s['low']:.2f}–{s['high']:.2f}×)"]
+    if "speedup_vs_pytorch" in h:
+        p = h["speedup_vs_pytorch"]
+        lines.append(f"- {p['median']:.2f}× faster than the teacher in PyTorch eager (interval {p['low']:.2f}–"
+                     f"{p['high']:.2f}×)")
+    if "accuracy_delta_pt" in h:
+        lines.append(f"- accuracy {_pct(h['accuracy'])} vs {_pct(h['teacher_accuracy'])} "
+                     f"(**{h['accuracy_delta_pt']:+.2f} points**, batch 1 as deployed), macro-F1 "
+                     f"{h['macro_f1_delta']:+.4f}, worst-class recall {_pct(h['min_recall'])} vs "
+                     f"{_pct(h['teacher_min_recall'])}")
+    lines += [f"- file **{h['size_ratio']:.2f}× smaller** than the teacher's fp32 ONNX file; peak RSS "
+              f"{h['peak_rss_ratio']:.2f}× lower than the teacher's ONNX Runtime process", ""]
+    return lines
+
+
+def render_markdown(report: dict) -> str:
+    rows, bench = report["rows"], report["bench"]
+    setting = bench["latency_setting"]
+    tags = list(bench["threads"])
+    refs = bench.get("references") or []
+    ort_ref = next((r for r in refs if "onnxruntime" in r), refs[0] if refs else None)
+    pt_ref = next((r for r in refs if "pytorch" in r), None)
+    m, load = report["machine"], bench["load"]
+    lines = [f"# edgekd report: {report['run']['name']}", "",
+             f"Generated {report['generated']} on {m['cpu']} ({m['logical_cores']} logical / {m['physical_cores']} "
+             f"physical cores, flags: {', '.join(m['cpu_flags']) or 'none'}). Inputs: {bench['inputs']['describe']}; "
+             f"{bench['inputs']['sample']} of them timed batch 1 in each of {bench['config']['rounds']} rounds.", ""]
+    if load.get("disturbed"):
+        lines += [f"> **Disturbed:** other processes used {load['other_processes_cores_mean']:.2f} cores on average "
+                  f"during the benchmark (limit {load['limit_cores']:.2f}); treat the timings with care.", ""]
+    lines += headline_lines(report)
+    head = (["model", "runtime", "precision", "params", "size MB", "accuracy (b1)", f"accuracy (b{_batch(rows)})",
+             "macro-F1", "worst recall"] + [f"p50 ms {t}" for t in tags] + [f"p90 ms {tags[0]}", f"CV {tags[0]}"]
+            + ["peak RSS MB", f"vs {ort_ref or '–'}", f"vs {pt_ref or '–'}"])
+    lines += ["## Models", "", f"Speed-ups: median of paired per-round ratios on `{setting}` [interval].", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = ([r["name"], f"{r['runtime']} {r['device']}", str(r["precision"]), _params(r.get("parameters")),
+                  _mb(r.get("file_bytes")), _pct(r.get("accuracy")), _pct(r.get("batched", {}).get("accuracy")),
+                  "–" if "macro_f1" not in r else f"{r['macro_f1']:.4f}",
+                  "–" if "min_recall" not in r else f"{_pct(r['min_recall'])} ({r['min_recall_class']})"]
+                 + [_lat(r, f"real_b1_{t}") for t in tags]
+                 + [_lat(r, f"real_b1_{tags[0]}", "p90"), f"{r['cv'].get(f'real_b1_{tags[0]}', 0):.1%}"]
+                 + [f"{r['peak_rss_mb']:.0f}", _speedup_cell(r, ort_ref, setting), _speedup_cell(r, pt_ref, setting)])
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.get("run", {}).get("pipeline"):
+        lines += ["", "![accuracy vs latency](report.png)"]
+    lines += _length_table(rows, setting) + _class_table(rows, report) + _other_settings(rows, tags)
+    if report.get("stages"):
+        lines += ["", "## Pipeline", "", "| stage | seconds | notes |", "|---|---|---|"]
+        for s in report["stages"]:
+            lines.append(f"| {s['kind']} | {s['seconds'] if s['seconds'] is not None else '–'} | {s['summary']} |")
+    cfg = bench["config"]
+    lines += ["", "## Conditions", "",
+              f"- Threads, the same for every runtime: {', '.join(f'{t} = {n}' for t, n in bench['threads'].items())} "
+              "intra-op threads. Each model runs in its own process, loaded once; models take turns within each "
+              "round (the order rotates), on the same inputs in the same order, after "
+              f"{cfg['warmup']} warm-up calls. Tokenisation is excluded from model latency; the bundle row includes it.",
+              f"- CPU used by other processes during the benchmark: {load['other_processes_cores_mean']:.2f} cores on "
+              f"average of {load['cores']} (flagged above {load['limit_cores']:.2f}); load average (1 min) mean "
+              f"{load['load1_mean']}, max {load['load1_max']}.",
+              "- Versions: " + ", ".join(f"{k} {val}" for k, val in report["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def _batch(rows: list[dict]) -> str:
+    return str(next((r["batched"]["batch_size"] for r in rows if "batched" in r), "–"))
+
+
+def _length_table(rows: list[dict], setting: str) -> list[str]:
+    buckets = list(dict.fromkeys(b for r in rows for b in r.get("by_length", {}).get(setting, {})))
+    if not buckets:
+        return []
+    counts = next(r["by_length"][setting] for r in rows if setting in r.get("by_length", {}))
+    lines = ["", f"## Latency by input length ({setting}, p50 / p90 ms)", "",
+             "| model | " + " | ".join(f"{b} tokens ({counts.get(b, {}).get('inputs', 0)} inputs)" for b in buckets)
+             + " |", "|" + "---|" * (len(buckets) + 1)]
+    for r in rows:
+        cells = [f"{s['p50']:.2f} / {s['p90']:.2f}" if (s := r.get("by_length", {}).get(setting, {}).get(b)) else "–"
+                 for b in buckets]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _class_table(rows: list[dict], report: dict) -> list[str]:
+    labels = (report.get("data") or {}).get("label_names") or report.get("label_names")
+    scored = [r for r in rows if "per_class" in r]
+    if not labels or not scored:
+        return []
+    lines = ["", "## Quality per class (batch 1; recall / F1)", "",
+             "| model | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    for r in scored:
+        cells = [f"{100 * r['per_class'][c]['recall']:.1f}% / {r['per_class'][c]['f1']:.3f}" for c in labels]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines + ["", "Confusion matrices (rows: true class, columns: predicted) are in report.json."]
+
+
+def _other_settings(rows: list[dict], tags: list[str]) -> list[str]:
+    lines = ["", "## Other settings", "", "| model | load s | first inference ms | "
+             + " | ".join(f"p50 ms fixed-length {t}" for t in tags) + " | throughput ex/s | tokenizer p50 ms |",
+             "|" + "---|" * (len(tags) + 5)]
+    for r in rows:
+        fixed = [next((f"{v['p50']:.2f}" for k, v in r["latency_ms"].items()
+                       if k.startswith("fixed") and k.endswith(f"_{t}")), "–") for t in tags]
+        thr = ", ".join(f"{k}: {v:.0f}" for k, v in r["throughput_eps"].items())
+        tok = f"{r['tokenize_ms']['p50']:.3f}" if "tokenize_ms" in r else "–"
+        lines.append(f"| {r['name']} | {r['load_s']:.2f} | {r['first_inference_ms']:.1f} | " + " | ".join(fixed)
+                     + f" | {thr} | {tok} |")
+    return lines
