@@ -1,4 +1,4 @@
-"""Command line: edgekd run | validate | report.
+"""Command line: edgekd run | validate | bench | report.
 
 Errors caused by input (config, files, data) print one line and exit with status 2; --debug shows
 the traceback. Ctrl-C leaves every finished stage in place: the same command resumes.
@@ -50,11 +50,73 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("pipeline", type=Path, help="pipeline YAML file")
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
+    _add_bench_parser(sub)
+
     report = sub.add_parser("report", help="rebuild and print the report of a finished run",
                             description="Rebuild report.json, report.md and the plot from a run directory's benchmark "
                             "results and print the Markdown.")
     report.add_argument("run_dir", type=Path, help="run directory, e.g. runs/minilm-rotten-tomatoes")
     return parser
+
+
+BENCH_EPILOG = """examples:
+  edgekd bench model.onnx                                  # synthetic inputs, 8-128 tokens
+  edgekd bench teacher/model.onnx student/model.int8.onnx --data test.csv --label-column label
+  edgekd bench my-hf-folder/ model.onnx --data reviews.jsonl --text-column review --out bench.json
+
+Every model runs in its own process and sees exactly the same inputs in the same order; models
+take turns round by round, and speed-ups are the median of paired per-round ratios against the
+baseline (the first model unless --baseline), with an order-statistic interval."""
+
+
+def _lengths(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    if not (sep and low.isdigit() and high.isdigit()) or not 1 <= int(low) <= int(high):
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX token lengths like 8-128, got {text!r}")
+    return int(low), int(high)
+
+
+def _baseline(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _add_bench_parser(sub) -> None:
+    b = sub.add_parser("bench", help="latency benchmark of ONNX files, Hugging Face folders or bundles",
+                       description="Time one or more models on identical inputs: p50/p90/p99, mean, spread across "
+                       "rounds, throughput, peak RSS, load and first-inference time, size, and accuracy when the "
+                       "data has labels. Prints a table and writes JSON.", epilog=BENCH_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("models", nargs="+", type=Path, metavar="MODEL",
+                   help=".onnx file, Hugging Face model folder (config.json + safetensors) or edgekd bundle folder")
+    src = b.add_argument_group("inputs (a dataset, or synthetic token ids when --data is not given)")
+    src.add_argument("--data", type=Path, help="dataset file (.csv .tsv .jsonl .json .parquet) whose text is tokenised "
+                     "with the models' tokenizer (they must share one)")
+    src.add_argument("--text-column", default="text", help="text column of --data (default: text)")
+    src.add_argument("--label-column", help="label column of --data; accuracy is scored when the model's config.json "
+                     "has id2label")
+    src.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json, when none sits next to the models")
+    src.add_argument("--max-length", type=int, default=128, help="truncate texts to this many tokens (default 128)")
+    src.add_argument("--lengths", type=_lengths, default=(8, 128), metavar="MIN-MAX",
+                     help="synthetic input lengths, uniform (default 8-128)")
+    src.add_argument("--samples", type=int, default=256, help="number of synthetic inputs (default 256)")
+    src.add_argument("--vocab-size", type=int, help="synthetic token ids are drawn below this (default: the "
+                     "tokenizer's or config.json's vocabulary size)")
+    t = b.add_argument_group("timing")
+    t.add_argument("--rounds", type=int, default=5, help="rounds; each model is timed once per round (default 5)")
+    t.add_argument("--sample", type=int, help="inputs timed per round, a seeded sample (default: all)")
+    t.add_argument("--warmup", type=int, default=10, help="untimed calls per model before timing (default 10)")
+    t.add_argument("--threads", type=int, nargs="+", default=[1, 0], metavar="N",
+                   help="intra-op thread counts, the same for every runtime; 0 = all physical cores (default: 1 0)")
+    t.add_argument("--fixed-length", type=int, default=128, help="token length of the fixed-length setting")
+    t.add_argument("--fixed-runs", type=int, default=20, help="fixed-length calls per round (0: skip)")
+    t.add_argument("--throughput-batch", type=int, default=32, help="batch size of the throughput setting")
+    t.add_argument("--baseline", type=_baseline, default=0, metavar="INDEX|NAME",
+                   help="the model speed-ups are relative to (default 0: the first)")
+    t.add_argument("--max-other-cpu", type=float, default=0.1, help="flag the result when other processes use more "
+                   "than this share of the cores (default 0.1)")
+    t.add_argument("--strict", action="store_true", help="fail instead of flagging a disturbed result")
+    t.add_argument("--seed", type=int, default=0, help="seed of the input sample and synthetic inputs")
+    b.add_argument("--out", type=Path, default=Path("edgekd-bench.json"), help="JSON result (default edgekd-bench.json)")
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
@@ -109,6 +171,15 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from edgekd.bench.cli import bench_command, format_table
+
+    result = bench_command(args)
+    print(format_table(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from edgekd.report.core import rebuild_report
 
@@ -120,7 +191,7 @@ def _cmd_report(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.debug, args.quiet)
-    commands = {"run": _cmd_run, "validate": _cmd_validate, "report": _cmd_report}
+    commands = {"run": _cmd_run, "validate": _cmd_validate, "bench": _cmd_bench, "report": _cmd_report}
     try:
         return commands[args.command](args)
     except EdgekdError as exc:

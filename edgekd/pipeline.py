@@ -169,6 +169,9 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | None = None, force: fro
     ``force`` names stage kinds to recompute even when finished (e.g. {"bench"} for a fresh
     measurement); the stages after them then follow because their parent changed.
     """
+    from edgekd.preflight import check_pipeline
+
+    check_pipeline(config)  # bad model folders, settings and labels stop here, before any training
     run_dir = Path(run_dir or config.run_dir)
     with RunLock(run_dir):
         for stale in remove_interrupted_staging(run_dir):

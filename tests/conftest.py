@@ -30,39 +30,67 @@ def make_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def build_tokenizer(folder: Path):
-    from transformers import BertTokenizerFast
+    """An uncased WordPiece tokenizer over VOCAB, saved into ``folder`` and returned.
 
+    Built from a ``tokenizers.Tokenizer`` object because transformers 5 ignores
+    ``BertTokenizerFast(vocab_file=...)`` (every word becomes [UNK]); this way 4.x and 5.x agree.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(VOCAB)}
+    core = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    core.decoder = decoders.WordPiece()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                  sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    tok.model_max_length = 64
+    tok.save_pretrained(folder)
     return tok
 
 
 def tiny_config(arch: str, num_labels: int = 2):
-    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+    from transformers import (BertConfig, DistilBertConfig, ElectraConfig, MPNetConfig, RobertaConfig,
+                              XLMRobertaConfig)
 
     vocab = len(VOCAB)
     common = dict(vocab_size=vocab, num_labels=num_labels, max_position_embeddings=80)
+    layers = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128)
+    # RoBERTa-style models offset positions by pad_token_id, and the fixture vocab puts [PAD] at 0.
+    roberta_ids = dict(pad_token_id=0, bos_token_id=2, eos_token_id=3)
     if arch == "bert":
-        return BertConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, **common)
+        return BertConfig(**layers, **common)
     if arch == "roberta":
-        return RobertaConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
-                             pad_token_id=0, bos_token_id=2, eos_token_id=3, type_vocab_size=1, **common)
+        return RobertaConfig(**layers, **roberta_ids, type_vocab_size=1, **common)
+    if arch == "xlm-roberta":
+        return XLMRobertaConfig(**layers, **roberta_ids, type_vocab_size=1, **common)
+    if arch == "electra":
+        return ElectraConfig(**layers, embedding_size=64, **common)
+    if arch == "mpnet":
+        return MPNetConfig(**layers, **roberta_ids, **common)
     if arch == "distilbert":
         return DistilBertConfig(dim=64, n_layers=4, n_heads=4, hidden_dim=128, pad_token_id=0, **common)
     raise ValueError(arch)
 
 
-def make_tiny_model_dir(folder: Path, arch: str = "bert", seed: int = 0) -> Path:
+def make_tiny_model_dir(folder: Path, arch: str = "bert", seed: int = 0, **config_overrides) -> Path:
+    """A saved tiny random classifier with the fixture tokenizer; ``config_overrides`` (e.g.
+    ``initializer_range=0.2``) are set on its config before the weights are initialised."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    config = tiny_config(arch)
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(tiny_config(arch))
+    model = AutoModelForSequenceClassification.from_config(config)
     model.save_pretrained(folder)
-    build_tokenizer(folder).save_pretrained(folder)
+    build_tokenizer(folder)
     return folder
 
 

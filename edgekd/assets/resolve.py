@@ -32,6 +32,8 @@ def resolve_model_dir(source: str) -> str:
     if source.startswith("hub:"):
         return source.removeprefix("hub:")
     path = Path(source).expanduser()
+    if path.is_file():
+        raise AssetError(f"model folder {source!r} is a file; give the folder that holds config.json and the weights")
     if not path.is_dir():
         raise AssetError(
             f"model folder {source!r} not found (a hub model is written hub:ORG/NAME; "

@@ -77,8 +77,23 @@ def make_splits(
             raise DataError(f"{where}: the {name} split is empty ({len(first_label)} unique texts); use more data")
     if max_train_examples is not None:
         parts["train"] = parts["train"][:max_train_examples]
+    _check_train_has_every_class(names, parts, {n: len(t) for n, t in by_class.items()}, max_train_examples, where)
     splits = {s: Split([t for t, _ in parts[s]], [y for _, y in parts[s]]) for s in SPLIT_NAMES}
     return Splits(label_names=names, **splits)
+
+
+def _check_train_has_every_class(names: list[str], parts: dict[str, list[tuple[str, int]]], sizes: dict[str, int],
+                                 max_train_examples: int | None, where: str) -> None:
+    """A class scored in validation or test but never trained on can only be predicted wrong."""
+    in_train = {label_id for _, label_id in parts["train"]}
+    cap = f", data.max_train_examples={max_train_examples}" if max_train_examples is not None else ""
+    for split in ("validation", "test"):
+        for label_id in sorted({label_id for _, label_id in parts[split]} - in_train):
+            name = names[label_id]
+            raise DataError(
+                f"{where}: label {name!r} is in the {split} split but not in train ({sizes[name]} unique texts{cap}); "
+                f"add examples of it, or drop it with data.drop_labels"
+            )
 
 
 def save_splits(splits: Splits, folder: Path) -> None:

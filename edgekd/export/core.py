@@ -1,5 +1,6 @@
 """ONNX export (optimum first, torch.onnx as the fallback) and the parity gate against PyTorch."""
 
+import importlib.util
 import logging
 import shutil
 import time
@@ -52,6 +53,15 @@ def export_with_torch(model: nn.Module, path: Path, opset: int) -> None:
                       output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
 
 
+def optimum_exporter_installed() -> bool:
+    """optimum's ONNX exporter ships in optimum-onnx, which caps transformers below 4.58: installs on
+    transformers 5 go without it. Installed but failing to import counts as installed (a real error)."""
+    try:
+        return importlib.util.find_spec("optimum.exporters.onnx") is not None
+    except ImportError:  # a parent package (optimum, optimum.exporters) is missing
+        return False
+
+
 def export_with_optimum(model: nn.Module, folder: Path, opset: int) -> Path:
     from optimum.exporters.onnx import onnx_export_from_model
 
@@ -65,7 +75,10 @@ def export_onnx(model: nn.Module, folder: Path, cfg: ExportConfig) -> ExportResu
     model = model.eval()
     start = time.perf_counter()
     reason = None
-    if cfg.exporter == "optimum":
+    if cfg.exporter == "optimum" and not optimum_exporter_installed():
+        reason = "optimum not installed"
+        log.info("optimum's ONNX exporter is not installed; exporting with torch.onnx")
+    elif cfg.exporter == "optimum":
         try:
             path = export_with_optimum(model, folder, cfg.opset)
             return ExportResult(path, "optimum", time.perf_counter() - start)

@@ -94,13 +94,20 @@ def layer_modules(model: nn.Module, layer: nn.Module) -> dict[str, nn.Module]:
 
 
 def set_heads(model: nn.Module, layer: nn.Module, heads: int, head_dim: int) -> None:
-    """Tell a layer's attention module its (pruned) head count; torch-pruning only resizes Linears."""
+    """Tell a layer's attention module its (pruned) head count; torch-pruning only resizes Linears.
+
+    Every attribute the module derived from the head count in ``__init__`` must follow, or the layer
+    computes silently wrong attention: transformers 5 caches the softmax ``scaling`` (head_dim ** -0.5)
+    on BERT, RoBERTa, XLM-R, ELECTRA and DistilBERT (4.x computed it in forward; MPNet still does).
+    """
     arch = arch_of(model)
     attention = _get(layer, arch.attention)
     setattr(attention, arch.heads_attr, heads)
     setattr(attention, arch.all_head_attr, heads * head_dim)
     if hasattr(attention, "attention_head_size"):
         attention.attention_head_size = head_dim
+    if hasattr(attention, "scaling"):
+        attention.scaling = head_dim**-0.5
 
 
 def resize_layer(model: nn.Module, layer: nn.Module, hidden: int, heads: int, head_dim: int, ffn: int) -> None:

@@ -25,13 +25,27 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# Files from which AutoTokenizer can build a tokenizer: the fast-tokenizer file or a vocabulary.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "spm.model",
+                   "tokenizer.model", "sentencepiece.model")
+
+
 def load_tokenizer(folder: str):
+    """The folder's tokenizer; a missing or broken one is an :class:`AssetError` naming the folder and its files."""
     from transformers import AutoTokenizer
 
+    path = Path(folder)
+    present = [name for name in TOKENIZER_FILES if (path / name).is_file()]
+    if path.is_dir() and not present:
+        # Without this check transformers fails deep inside with "stat: path should be string... not NoneType".
+        raise AssetError(f"{folder}: no tokenizer files; expected tokenizer.json (or a vocabulary such as vocab.txt, "
+                         f"vocab.json + merges.txt, sentencepiece.bpe.model); save the tokenizer into the model folder")
     try:
         return AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as exc:
-        raise AssetError(f"no usable tokenizer in {folder!r}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # tokenizers raises a bare Exception for a corrupt file, transformers many types
+        files = f" ({', '.join(present)})" if present else ""
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AssetError(f"{folder}: tokenizer{files} cannot be loaded: {message}") from exc
 
 
 def _label_kwargs(label_names: list[str] | None) -> dict:
@@ -41,20 +55,77 @@ def _label_kwargs(label_names: list[str] | None) -> dict:
             "label2id": {name: i for i, name in enumerate(label_names)}}
 
 
+def saved_label_names(config) -> list[str] | None:
+    """A config's label names in class-index order; None for transformers' placeholders LABEL_0, LABEL_1..."""
+    names = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+    return None if names == [f"LABEL_{i}" for i in range(len(names))] else names
+
+
+def _new_head_reason(config, label_names: list[str] | None) -> str | None:
+    """Why the saved classification head cannot serve ``label_names`` (None when it can)."""
+    if label_names is None:
+        return None
+    if config.num_labels != len(label_names):
+        return f"the folder has {config.num_labels} labels, the data {len(label_names)}"
+    saved = saved_label_names(config)
+    if saved is not None and saved != list(label_names):
+        return f"the folder's labels {saved} are not the data's {list(label_names)}"
+    return None
+
+
+def _supported_attention(config, requested: str) -> str:
+    """``requested``, or eager where the model class has no SDPA attention (ELECTRA, MPNet in transformers 4.x)."""
+    if requested != "sdpa":
+        return requested
+    from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    try:
+        model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+    except KeyError:
+        return requested  # from_pretrained names the unsupported model type itself
+    if getattr(model_class, "_supports_sdpa", False):
+        return requested
+    log.info("%s has no SDPA attention; using eager attention", model_class.__name__)
+    return "eager"
+
+
+def _is_head_key(model: nn.Module, key: str) -> bool:
+    return key.split(".", 1)[0] != model.base_model_prefix
+
+
+def _reset_head(model: nn.Module) -> None:
+    """Fresh weights for every module outside the encoder (classifier, pre-classifier, dense + out_proj)."""
+    for name, child in model.named_children():
+        if name != model.base_model_prefix:
+            child.apply(model._init_weights)
+
+
 def load_classifier(folder: str, label_names: list[str] | None = None, attn_implementation: str = "sdpa") -> nn.Module:
-    """A sequence classifier from ``folder`` (a new head is created if ``label_names`` differ)."""
+    """A sequence classifier from ``folder``; a new head is created if ``label_names`` differ from the saved labels.
+
+    SDPA attention is used where the architecture has it, eager attention otherwise.
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     try:
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise AssetError(f"cannot read a model config from {folder!r}: {str(exc).splitlines()[0]}") from exc
+    attn_implementation = _supported_attention(config, attn_implementation)
+    new_head = _new_head_reason(config, label_names)
     layout = getattr(config, LAYOUT_KEY, None)
     if layout is None or _stock_compatible(config, layout):
-        return AutoModelForSequenceClassification.from_pretrained(
-            folder, attn_implementation=attn_implementation, **_label_kwargs(label_names)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, attn_implementation=attn_implementation, **_label_kwargs(label_names),
+            # a different number of labels gives the classifier another shape: make it new instead of failing
+            ignore_mismatched_sizes=new_head is not None,
         )
-    return _load_with_layout(folder, config, layout, attn_implementation)
+    else:
+        model = _load_with_layout(folder, config, layout, attn_implementation, label_names, new_head is not None)
+    if new_head is not None:
+        _reset_head(model)
+        log.info("%s: created a new classification head for labels %s (%s)", folder, list(label_names), new_head)
+    return model
 
 
 def _stock_compatible(config, layout: dict) -> bool:
@@ -68,10 +139,13 @@ def _stock_compatible(config, layout: dict) -> bool:
     )
 
 
-def _load_with_layout(folder: str, config, layout: dict, attn_implementation: str) -> nn.Module:
+def _load_with_layout(folder: str, config, layout: dict, attn_implementation: str, label_names: list[str] | None,
+                      new_head: bool) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
     arch = arch_of(config)
+    for key, value in _label_kwargs(label_names).items():
+        setattr(config, key, value)
     build = config.__class__.from_dict(config.to_dict())
     # Build with one head (it divides any hidden width), then give every layer its real shapes.
     setattr(build, arch.cfg_heads, 1)
@@ -82,7 +156,15 @@ def _load_with_layout(folder: str, config, layout: dict, attn_implementation: st
     weights = Path(folder) / "model.safetensors"
     if not weights.is_file():
         raise AssetError(f"{folder}: pruned layout needs model.safetensors next to config.json")
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    state = load_file(str(weights))
+    if new_head:  # the saved head is replaced: load the encoder only
+        state = {key: value for key, value in state.items() if not _is_head_key(model, key)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not _is_head_key(model, key) for key in missing):
+            raise AssetError(f"{weights}: weights do not fit the layout in config.json "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    else:
+        model.load_state_dict(state, strict=True)
     model.config = config
     model.config._attn_implementation = attn_implementation
     return model.eval()

@@ -139,7 +139,8 @@ def _sync_config(model: nn.Module, head_dim: int) -> None:
     """Write the measured widths back into the config (uniform layers make a stock-loadable model)."""
     arch = arch_of(model)
     layout = layout_of(model, [])
-    hidden = base_model(model).embeddings.word_embeddings.embedding_dim
+    # The encoder's width, read from a layer: ELECTRA's word embeddings may be narrower (embedding_size).
+    hidden = layer_modules(model, encoder_layers(model)[0])["ffn_out"].out_features
     setattr(model.config, arch.cfg_hidden, hidden)
     setattr(model.config, arch.cfg_heads, max(layout["heads"]))
     setattr(model.config, arch.cfg_ffn, max(layout["ffn"]))

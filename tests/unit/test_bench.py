@@ -1,6 +1,5 @@
 """The benchmark's machinery: identical inputs for every model, paired statistics, load accounting."""
 
-import json
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import psutil
 import pytest
 
 from edgekd.bench import worker as worker_module
-from edgekd.bench.core import LoadSampler
+from edgekd.bench.core import LoadSampler, _busy_cpu_seconds, _own_cpu_seconds
 from edgekd.bench.inputs import _save, load_inputs
 from edgekd.bench.stats import by_length, median_interval, paired_speedup
 from edgekd.bench.worker import Worker, peak_rss_mb
@@ -118,14 +117,29 @@ DETACHED = ("import subprocess, sys\n"
             f"p = subprocess.Popen([sys.executable, '-c', {BUSY!r}])\nprint(p.pid)")
 
 
-def test_load_sampler_counts_other_processes_but_not_its_own_workers():
-    with LoadSampler(interval=0.2) as own:
-        worker = subprocess.Popen([sys.executable, "-c", BUSY])  # a live worker of ours, like the bench's
-        worker.wait()
+def _wait_until_done(pid: int) -> None:
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)
+
+
+def test_own_cpu_counts_live_workers_and_not_other_processes():
+    # A live worker of ours (not yet reaped, like the bench's persistent workers) is our own CPU...
+    before = _own_cpu_seconds()
+    worker = subprocess.Popen([sys.executable, "-c", BUSY])
+    _wait_until_done(worker.pid)
+    assert _own_cpu_seconds() - before >= 1.4
+    worker.wait()
+    # ...while a process that is not our descendant is someone else's, even when we started it indirectly.
+    before, busy_before = _own_cpu_seconds(), _busy_cpu_seconds()
+    pid = int(subprocess.run([sys.executable, "-c", DETACHED], capture_output=True, text=True).stdout)
+    _wait_until_done(pid)
+    assert _own_cpu_seconds() - before < 0.5  # only the short-lived middle process
+    assert _busy_cpu_seconds() - busy_before >= 1.4
+
+
+def test_load_sampler_reports_other_processes_cpu():
     with LoadSampler(interval=0.2) as other:
         pid = int(subprocess.run([sys.executable, "-c", DETACHED], capture_output=True, text=True).stdout)
-        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-            time.sleep(0.05)
-    # 1.5 s of CPU over a window of about 1.6 s; a busy machine only raises both numbers
+        _wait_until_done(pid)
+    # 1.5 s of someone else's CPU over a window of about 1.6 s; a busy machine only raises it
     assert other.summary()["other_processes_cores_mean"] > 0.5
-    assert own.summary()["other_processes_cores_mean"] < other.summary()["other_processes_cores_mean"] - 0.4

@@ -1,17 +1,30 @@
+import json
+import logging
+import sys
+
 import numpy as np
 import onnx
 import pytest
 
+from edgekd.artifacts import Artifact
 from edgekd.errors import ParityError
+from edgekd.export import stage as export_stage
 from edgekd.export.config import ExportConfig
-from edgekd.export.core import check_parity, export_onnx, parity_inputs
-from edgekd.models import load_classifier, save_classifier
+from edgekd.export.core import check_parity, export_onnx, optimum_exporter_installed, parity_inputs
+from edgekd.models import load_classifier, load_tokenizer, save_classifier
 from edgekd.ort import make_session, ort_logits
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.core import prune
+from edgekd.quantize import stage as quantize_stage
+from edgekd.quantize.config import QuantizeConfig
 from edgekd.quantize.core import calibration_batches, quantize_dynamic_int8, quantize_static_int8
+from edgekd.stage_context import StageContext
 from tests.conftest import build_tokenizer, make_texts
 from tests.unit.test_prune import _calibration
+
+# optimum-onnx caps transformers below 4.58, so the transformers 5 test leg installs without it.
+requires_optimum = pytest.mark.skipif(not optimum_exporter_installed(),
+                                      reason="optimum's ONNX exporter (optimum-onnx) is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +39,7 @@ def _ids(tokenizer, n=24):
     return tokenizer([t for t, _ in make_texts(n, seed=5)], truncation=True, max_length=32)["input_ids"]
 
 
-@pytest.mark.parametrize("exporter", ["optimum", "torch"])
+@pytest.mark.parametrize("exporter", [pytest.param("optimum", marks=requires_optimum), "torch"])
 def test_export_pruned_layout_and_parity(pruned_dir, tmp_path, exporter):
     model = load_classifier(str(pruned_dir), attn_implementation="eager")
     result = export_onnx(model, tmp_path / "onnx", ExportConfig(exporter=exporter))
@@ -39,6 +52,49 @@ def test_export_pruned_layout_and_parity(pruned_dir, tmp_path, exporter):
     graph_inputs = {i.name: i for i in onnx.load(str(result.path)).graph.input}
     dims = graph_inputs["input_ids"].type.tensor_type.shape.dim
     assert not dims[0].HasField("dim_value") and not dims[1].HasField("dim_value")  # dynamic batch and sequence
+
+
+def test_optimum_requested_but_not_installed_exports_with_torch(pruned_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "optimum.exporters.onnx", None)  # what an install without optimum-onnx sees
+    model = load_classifier(str(pruned_dir), attn_implementation="eager")
+    with caplog.at_level(logging.INFO, logger="edgekd.export.core"):
+        result = export_onnx(model, tmp_path / "onnx", ExportConfig(exporter="optimum"))
+    assert result.exporter == "torch" and result.fallback_reason == "optimum not installed"
+    assert result.path.is_file()
+    records = [r for r in caplog.records if r.name == "edgekd.export.core"]
+    assert len(records) == 1 and records[0].levelno == logging.INFO  # expected on such installs: no warning
+
+
+def _write_splits(folder, n=48):
+    """The data stage's output format: labels.json and {train,validation,test}.jsonl with integer labels."""
+    folder.mkdir(parents=True)
+    labels = ["fresh", "rotten"]
+    (folder / "labels.json").write_text(json.dumps(labels))
+    rows = [{"text": text, "label": labels.index(label)} for text, label in make_texts(n, seed=3)]
+    for name in ("train", "validation", "test"):
+        (folder / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return folder
+
+
+def test_quantize_after_a_torch_export_stage_gets_the_pad_id(pruned_dir, tmp_path):
+    """The export stage's folder holds a complete tokenizer: torch.onnx writes no config.json next to the
+    model, and transformers 5 loads a bare tokenizer.json with pad_token_id None (quantize then breaks)."""
+    data = _write_splits(tmp_path / "data")
+    settings = {"max_length": 32, "seed": 0}
+    model = Artifact(name="student", type="hf-model", path=pruned_dir)
+    export_ctx = StageContext(settings=settings, out=tmp_path / "export", data_dir=data, artifacts={"student": model})
+    export_stage.run(ExportConfig(models=["student"], exporter="torch", parity_shapes=[(2, 16)]), export_ctx)
+    assert export_ctx.metrics["student"]["exporter"] == "torch"
+    expected_pad = load_tokenizer(str(pruned_dir)).pad_token_id
+    assert expected_pad == 0
+    assert load_tokenizer(str(tmp_path / "export" / "student")).pad_token_id == expected_pad
+    quantize_ctx = StageContext(settings=settings, out=tmp_path / "quantize", data_dir=data,
+                                artifacts=dict(export_ctx.outputs))
+    quantize_stage.run(QuantizeConfig(models=["student"], modes=["dynamic"]), quantize_ctx)
+    assert (tmp_path / "quantize" / "student.int8-dynamic" / "model.onnx").is_file()
+    int8 = quantize_ctx.outputs["student.int8-dynamic.onnx"]
+    assert int8.pad_id == expected_pad and load_tokenizer(str(int8.tokenizer)).pad_token_id == expected_pad
+    assert "validation" in quantize_ctx.metrics["student.int8-dynamic"]  # scored on validation; test is for the bench
 
 
 def test_parity_gate_stops_a_wrong_export(pruned_dir, tmp_path):

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -9,6 +11,7 @@ from edgekd.prune.core import layers_to_keep, prune
 from tests.conftest import build_tokenizer, make_tiny_model_dir
 
 ARCHS = ["bert", "roberta", "distilbert"]
+HEAD_DIM = 16  # tiny_config: hidden 64, 4 heads
 
 
 def _calibration(n_batches=2, batch=4, seq=12, vocab=60):
@@ -24,7 +27,9 @@ def _calibration(n_batches=2, batch=4, seq=12, vocab=60):
 
 @pytest.fixture(scope="module", params=ARCHS)
 def tiny(request, tmp_path_factory):
-    folder = make_tiny_model_dir(tmp_path_factory.mktemp(request.param), request.param)
+    # A large init (0.2, default 0.02) gives attention scores large enough that a wrong softmax scaling
+    # changes logits by ~0.5; at the default init it hides below float32 test tolerances.
+    folder = make_tiny_model_dir(tmp_path_factory.mktemp(request.param), request.param, initializer_range=0.2)
     return request.param, folder
 
 
@@ -88,23 +93,52 @@ def test_hidden_width_pruning(tmp_path, arch):
     torch.testing.assert_close(_logits(load_classifier(str(tmp_path / "pruned")), batch), _logits(student.eval(), batch))
 
 
-def test_head_pruning_equals_masking_the_removed_heads(tmp_path):
-    """Removing heads must compute exactly what the full model computes with those heads masked."""
-    folder = make_tiny_model_dir(tmp_path / "m", "bert")
-    model = load_classifier(str(folder), attn_implementation="eager")
-    student, _ = prune(model, PruneConfig(head_ratio=0.5, ffn_ratio=0.0, layer_ratio=0.0), _calibration())
-    head_mask = torch.zeros(4, 4)
-    for i, (old, new) in enumerate(zip(encoder_layers(model), encoder_layers(student))):
-        w_old, w_new = layer_modules(model, old)["q"].weight, layer_modules(student, new)["q"].weight
-        for h_new in range(w_new.shape[0] // 16):
-            block = w_new[h_new * 16 : (h_new + 1) * 16]
-            kept = [h for h in range(4) if torch.equal(w_old[h * 16 : (h + 1) * 16], block)]
-            assert len(kept) == 1
-            head_mask[i, kept[0]] = 1.0
-    batch = _calibration(1)[0][0]
+def _kept_heads(model, student, head_dim=HEAD_DIM) -> list[list[int]]:
+    """Which of the full model's heads each pruned layer kept, found by matching blocks of query weights."""
+    kept = []
+    for old, new in zip(encoder_layers(model), encoder_layers(student)):
+        old_blocks = layer_modules(model, old)["q"].weight.split(head_dim)
+        layer_kept = []
+        for block in layer_modules(student, new)["q"].weight.split(head_dim):
+            matches = [h for h, old_block in enumerate(old_blocks) if torch.equal(old_block, block)]
+            assert len(matches) == 1
+            layer_kept.append(matches[0])
+        kept.append(layer_kept)
+    return kept
+
+
+def _with_heads_zeroed(model, kept: list[list[int]], head_dim=HEAD_DIM):
+    """A copy of the full model in which only the kept heads reach the output: the other heads' columns of
+    the attention output projection are zero. An exact reference on every transformers version (``head_mask``
+    is silently ignored on 5.x)."""
+    reference = copy.deepcopy(model).eval()
     with torch.no_grad():
-        masked = model(**batch, head_mask=head_mask).logits
-    torch.testing.assert_close(_logits(student.eval(), batch), masked, atol=1e-5, rtol=1e-5)
+        for layer, layer_kept in zip(encoder_layers(reference), kept):
+            out = layer_modules(reference, layer)["out"].weight
+            for head in range(out.shape[1] // head_dim):
+                if head not in layer_kept:
+                    out[:, head * head_dim : (head + 1) * head_dim] = 0.0
+    return reference
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_head_pruning_equals_zeroing_the_removed_heads_in_memory_and_reloaded(tmp_path, arch):
+    """Removing heads must compute exactly what the full model computes without those heads, and so must the
+    reloaded model (its loader builds one head per layer first, then sets the real head count)."""
+    folder = make_tiny_model_dir(tmp_path / "m", arch, initializer_range=0.2)  # see the ``tiny`` fixture
+    model = load_classifier(str(folder), attn_implementation="eager")
+    student, report = prune(model, PruneConfig(head_ratio=0.5, ffn_ratio=0.0, layer_ratio=0.0), _calibration())
+    assert report.layout["heads"] == [2, 2, 2, 2]
+    batch = _calibration(1)[0][0]
+    reference = _logits(_with_heads_zeroed(model, _kept_heads(model, student)), batch)
+    assert (reference - _logits(model, batch)).abs().max() > 0.05  # the removed heads mattered
+    in_memory = _logits(student.eval(), batch)
+    torch.testing.assert_close(in_memory, reference, atol=1e-5, rtol=1e-5)
+    save_classifier(student, build_tokenizer(tmp_path / "tok"), tmp_path / "pruned", layout=report.layout)
+    for attn in ("eager", "sdpa"):
+        reloaded = _logits(load_classifier(str(tmp_path / "pruned"), attn_implementation=attn), batch)
+        torch.testing.assert_close(reloaded, in_memory, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(reloaded, reference, atol=1e-5, rtol=1e-5)
 
 
 def test_layers_to_keep():

@@ -1,0 +1,207 @@
+"""`edgekd bench MODEL [MODEL ...]`: the pipeline's benchmark on models edgekd did not make.
+
+A MODEL is an .onnx file, a Hugging Face model folder (config.json) or an edgekd bundle
+(bundle.json). Inputs come from a dataset file (its text column, tokenised with the models'
+tokenizer) or are synthesised: random token ids with lengths drawn from a range.
+"""
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from edgekd.artifacts import atomic_write_json, folder_size
+from edgekd.bench.config import BenchConfig
+from edgekd.bench.core import Target, run_benchmark
+from edgekd.bench.inputs import from_texts, synthetic
+from edgekd.errors import ConfigError, EdgekdError
+
+log = logging.getLogger(__name__)
+
+
+def _tokenizer_dir(path: Path) -> Path | None:
+    folder = path if path.is_dir() else path.parent
+    return folder if (folder / "tokenizer.json").is_file() else None
+
+
+def _pad_id(tokenizer_dir: Path | None) -> int:
+    """The pad id a tokenizer folder declares (tokenizer_config.json, then tokenizer.json), else 0."""
+    if tokenizer_dir is None:
+        return 0
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    config = tokenizer_dir / "tokenizer_config.json"
+    pad = json.loads(config.read_text()).get("pad_token") if config.is_file() else None
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    for token in (pad, "[PAD]", "<pad>"):
+        if token and tok.token_to_id(token) is not None:
+            return tok.token_to_id(token)
+    return 0
+
+
+def _label_names(path: Path) -> list[str] | None:
+    """id2label of the model's config.json (next to an .onnx file, or in the folder), in id order."""
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if not config.is_file():
+        return None
+    id2label = json.loads(config.read_text()).get("id2label")
+    return [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+
+
+def target_for(path: Path) -> Target:
+    path = Path(path)
+    tok = _tokenizer_dir(path)
+    if path.is_file() and path.suffix == ".onnx":
+        return Target(name=f"{path.parent.name}/{path.name} onnxruntime cpu", path=path, runtime="onnxruntime",
+                      pad_id=_pad_id(tok), model=path.stem, format="onnx", file_bytes=folder_size(path))
+    if path.is_dir() and (path / "bundle.json").is_file():
+        manifest = json.loads((path / "bundle.json").read_text())
+        return Target(name=f"{path.name} bundle end-to-end", path=path, runtime="bundle",
+                      pad_id=manifest.get("pad_id", _pad_id(path)), model=path.name, format="bundle",
+                      precision=manifest.get("precision", "fp32"), file_bytes=folder_size(path / manifest["model"]))
+    if path.is_dir() and (path / "config.json").is_file():
+        weights = list(path.glob("*.safetensors"))
+        return Target(name=f"{path.name} pytorch cpu", path=path, runtime="pytorch", pad_id=_pad_id(tok),
+                      model=path.name, format="pytorch", file_bytes=sum(folder_size(w) for w in weights) or None)
+    raise EdgekdError(f"{path}: not an .onnx file, a Hugging Face model folder (config.json) or an edgekd bundle "
+                      "(bundle.json)")
+
+
+def _positions(path: Path) -> int:
+    """Longest input the model's position table allows (config.json), or a large number if unknown."""
+    from types import SimpleNamespace
+
+    from edgekd.preflight import usable_positions
+
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if not config.is_file():
+        return 1 << 30
+    return usable_positions(SimpleNamespace(**json.loads(config.read_text()))) or 1 << 30
+
+
+def _vocab_size(path: Path) -> int:
+    """Vocabulary size for synthetic token ids: the tokenizer's, else config.json's."""
+    tok = _tokenizer_dir(path)
+    if tok is not None:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(tok / "tokenizer.json")).get_vocab_size()
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if config.is_file() and "vocab_size" in json.loads(config.read_text()):
+        return json.loads(config.read_text())["vocab_size"]
+    raise EdgekdError(f"{path}: no tokenizer.json or config.json beside it to size synthetic inputs; pass "
+                      "--vocab-size N, or --data FILE with --tokenizer FOLDER")
+
+
+def _read_texts(data: Path, text_column: str, label_column: str | None) -> tuple[list[str], list[str] | None]:
+    from edgekd.data.read import _rows, read_labelled_text
+
+    if label_column:
+        pairs = read_labelled_text(data, text_column, label_column, [])
+        return [t for t, _ in pairs], [label for _, label in pairs]
+    rows = _rows(data)[0]
+    if rows and text_column not in rows[0]:
+        raise EdgekdError(f"{data}: no column {text_column!r}; columns are {', '.join(sorted(map(str, rows[0])))}")
+    return [str(r[text_column]) for r in rows if r.get(text_column)], None
+
+
+def _shared_tokenizer(targets: list[Target]) -> Path:
+    dirs = {t.name: _tokenizer_dir(t.path) for t in targets}
+    missing = [n for n, d in dirs.items() if d is None]
+    if missing:
+        raise EdgekdError(f"{missing[0]}: no tokenizer.json next to the model; pass --tokenizer FOLDER, or use "
+                          "synthetic inputs (no --data)")
+    contents = {d.joinpath("tokenizer.json").read_bytes() for d in dirs.values()}
+    if len(contents) > 1:
+        raise EdgekdError("the models use different tokenizers, so they cannot be fed identical inputs; benchmark "
+                          "them separately or with synthetic inputs")
+    return next(iter(dirs.values()))
+
+
+def _config(args) -> BenchConfig:
+    try:
+        return BenchConfig(rounds=args.rounds, sample=args.sample, warmup=args.warmup, threads=args.threads,
+                           fixed_length=min(args.fixed_length, min(_positions(p) for p in args.models)), strict=args.strict, max_other_cpu=args.max_other_cpu,
+                           fixed_runs=args.fixed_runs, throughput_batch=args.throughput_batch, cuda="off")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def bench_command(args) -> dict:
+    cfg = _config(args)
+    targets = [target_for(p) for p in args.models]
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise EdgekdError(f"the same model is given twice: {', '.join(n for n in names if names.count(n) > 1)}")
+    label_names = None
+    # No input may outrun the smallest position table among the models (a 512-position BERT, say).
+    cap = min(_positions(p) for p in args.models)
+    fixed_length, max_length = min(args.fixed_length, cap), min(args.max_length, cap)
+    if fixed_length < args.fixed_length:
+        log.warning("fixed-length setting capped at %d tokens: the models' position table ends there", cap)
+    with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
+        if args.data:
+            texts, labels = _read_texts(args.data, args.text_column, args.label_column)
+            tok = Path(args.tokenizer) if args.tokenizer else _shared_tokenizer(targets)
+            if args.tokenizer:
+                for t in targets:
+                    t.pad_id = _pad_id(tok)
+            label_names = _label_names(args.models[0])
+            ids = None
+            if labels is not None and label_names is not None:
+                unknown = sorted(set(labels) - set(label_names))
+                if unknown:
+                    raise EdgekdError(f"{args.data}: label {unknown[0]!r} is not one of the model's labels "
+                                      f"({', '.join(label_names)})")
+                ids = [label_names.index(label) for label in labels]
+            elif labels is not None:
+                log.warning("the model has no id2label in config.json: accuracy cannot be scored")
+            inputs = from_texts(tok / "tokenizer.json", texts, ids, max_length, fixed_length,
+                                cfg.sample, args.seed, Path(tmp), describe=f"{len(texts)} texts of {args.data}")
+            if ids is None:
+                label_names = None
+        else:
+            vocab = args.vocab_size or _vocab_size(args.models[0])
+            low, high = args.lengths
+            if high > cap:
+                log.warning("synthetic lengths capped at %d tokens: the models' position table ends there", cap)
+                low, high = min(low, cap), cap
+            inputs = synthetic(vocab, min(1000, vocab // 2), (low, high), args.samples, fixed_length, args.seed,
+                               Path(tmp))
+        baseline = names[args.baseline] if isinstance(args.baseline, int) else args.baseline
+        result = run_benchmark(targets, inputs, cfg, label_names, [baseline] if len(targets) > 1 else [])
+    for row in result["rows"]:
+        row.pop("predictions", None)
+        row["path"] = str(next(t.path for t in targets if t.name == row["name"]))
+    atomic_write_json(args.out, result)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The terminal table: one line per model, paired speed-up against the baseline."""
+    tag = next(iter(result["threads"]))
+    key = f"real_b1_{tag}"
+    ref = (result["references"] or [None])[0]
+    head = ["model", "size MB", "load s", "first ms", f"p50 ms {tag}", "p90", "p99", "mean", "CV", "ex/s",
+            "peak RSS MB", "accuracy", f"speed-up vs {ref or '-'}"]
+    lines = [head]
+    for r in result["rows"]:
+        lat = r["latency_ms"][key]
+        s = r.get("speedup_vs", {}).get(ref, {}).get(key)
+        lines.append([r["name"], "-" if r["file_bytes"] is None else f"{r['file_bytes'] / 1e6:.1f}", f"{r['load_s']:.2f}",
+                      f"{r['first_inference_ms']:.1f}", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
+                      f"{lat['mean']:.2f}", f"{r['cv'][key]:.1%}", f"{next(iter(r['throughput_eps'].values())):.0f}",
+                      f"{r['peak_rss_mb']:.0f}", f"{100 * r['accuracy']:.2f}%" if "accuracy" in r else "-",
+                      f"{s['median']:.2f}x [{s['low']:.2f}-{s['high']:.2f}]" if s else "-"])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
+    load = result["load"]
+    out.append(f"\n{result['inputs']['describe']}; {result['inputs']['sample']} timed per round, "
+               f"{result['config']['rounds']} rounds, threads {result['threads']}; other processes used "
+               f"{load['other_processes_cores_mean']:.2f} cores" + (" (DISTURBED)" if load["disturbed"] else ""))
+    return "\n".join(out)

@@ -1,0 +1,112 @@
+"""deploy/edgekd_runtime.py on a hand-made bundle: empty input, missing files, a changed model file."""
+
+import ast
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.export.config import ExportConfig
+from edgekd.export.core import export_onnx
+from edgekd.models import load_classifier
+from tests.conftest import build_tokenizer, make_texts
+
+RUNTIME = Path(__file__).parents[2] / "deploy" / "edgekd_runtime.py"
+LABELS = ["fresh", "rotten"]
+
+
+def _load_runtime():
+    spec = importlib.util.spec_from_file_location("edgekd_runtime_under_test", RUNTIME)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rt = _load_runtime()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, tiny_bert_dir):
+    """model.onnx (torch exporter), tokenizer.json, labels.json and bundle.json, as the bundle stage writes them."""
+    folder = tmp_path_factory.mktemp("bundle")
+    model = load_classifier(str(tiny_bert_dir), attn_implementation="eager")
+    onnx_path = export_onnx(model, folder / "export", ExportConfig(exporter="torch")).path
+    shutil.copyfile(onnx_path, folder / "model.onnx")
+    shutil.rmtree(folder / "export")
+    build_tokenizer(folder / "tok").save_pretrained(folder / "tok")
+    shutil.copyfile(folder / "tok" / "tokenizer.json", folder / "tokenizer.json")
+    shutil.rmtree(folder / "tok")
+    (folder / "labels.json").write_text(json.dumps(LABELS))
+    manifest = {"format": "edgekd-bundle", "version": 1, "model": "model.onnx", "tokenizer": "tokenizer.json",
+                "labels": "labels.json", "max_length": 32, "precision": "fp32",
+                "model_sha256": hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()}
+    (folder / "bundle.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture
+def bundle_copy(tmp_path, bundle_dir):
+    return shutil.copytree(bundle_dir, tmp_path / "bundle")
+
+
+def test_predicts_labels_of_the_bundle(bundle_dir):
+    texts = [t for t, _ in make_texts(5)]
+    bundle = rt.Bundle(bundle_dir)
+    assert set(bundle.predict(texts)) <= set(LABELS)
+    logits = bundle.logits(texts, batch_size=2)
+    assert logits.shape == (5, 2) and logits.dtype == np.float32
+
+
+def test_empty_input(bundle_dir):
+    bundle = rt.Bundle(bundle_dir)
+    assert bundle.predict([]) == []
+    empty = bundle.logits([])
+    assert empty.shape == (0, len(LABELS)) and empty.dtype == np.float32
+
+
+@pytest.mark.parametrize("name, role", [("tokenizer.json", "tokenizer"), ("labels.json", "labels"),
+                                        ("model.onnx", "model")])
+def test_missing_file_is_named(bundle_copy, name, role):
+    (bundle_copy / name).unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        rt.Bundle(bundle_copy)
+    message = str(info.value)
+    assert str(bundle_copy / name) in message and "missing" in message and f"bundle's {role} file" in message
+
+
+def test_changed_model_file_is_refused(bundle_copy):
+    expected = json.loads((bundle_copy / "bundle.json").read_text())["model_sha256"]
+    with open(bundle_copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    actual = hashlib.sha256((bundle_copy / "model.onnx").read_bytes()).hexdigest()
+    with pytest.raises(rt.BundleError) as info:
+        rt.Bundle(bundle_copy)
+    message = str(info.value)
+    assert "model.onnx" in message and "bundle.json" in message
+    assert f"sha256 {actual}" in message and f"model_sha256 {expected}" in message
+
+
+def test_bundle_without_a_recorded_hash_still_loads(bundle_copy):
+    manifest = json.loads((bundle_copy / "bundle.json").read_text())
+    del manifest["model_sha256"]
+    (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
+    assert rt.Bundle(bundle_copy).predict(["a warm film"])[0] in LABELS
+
+
+def test_command_line_prints_one_line_error(bundle_copy, capsys):
+    (bundle_copy / "tokenizer.json").unlink()
+    assert rt.main([str(bundle_copy), "a warm film"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgekd_runtime: error:") and "tokenizer.json" in err[0]
+
+
+def test_runtime_imports_no_torch_or_transformers():
+    tree = ast.parse(RUNTIME.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"hashlib", "json", "sys", "pathlib", "numpy", "onnxruntime", "tokenizers"}, imported
