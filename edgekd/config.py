@@ -50,7 +50,25 @@ class PipelineConfig(StrictModel):
                     f"(available then: {', '.join(sorted(available)) or 'nothing'})"
                 )
             available.update(stage.provides())
+        self._bench_has_models_and_report_setting_exists()
         return self
+
+    def _bench_has_models_and_report_setting_exists(self) -> None:
+        """Cross-stage rules that would otherwise fail only after hours of training."""
+        kinds = [s.kind for s in self.stages]
+        if "bench" in kinds:
+            earlier = {p for s in self.stages[: kinds.index("bench")] for p in s.provides()}
+            models = sorted(p for p in earlier if p in ("teacher", "student") or p.endswith(".onnx") or p == "bundle")
+            if not models:
+                raise ValueError(f"stage {kinds.index('bench') + 1} (bench) has no model to measure: put a teacher, "
+                                 "distill, export or quantize stage before it")
+        if "report" in kinds and "bench" in kinds:
+            bench = self.stages[kinds.index("bench")]
+            report = self.stages[kinds.index("report")]
+            settings = bench.latency_settings(self.model.max_length)
+            if report.latency_setting not in settings:
+                raise ValueError(f"report latency_setting {report.latency_setting!r} is not measured by the bench; "
+                                 f"it measures: {', '.join(settings)}")
 
     @property
     def run_dir(self) -> Path:
@@ -138,12 +156,15 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> PipelineConfig
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of name, seed, model, data, stages")
+    if overrides:
+        validate_pipeline(data, where=str(path))  # the file alone: its own errors blame the file
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. stages.teacher.epochs=1")
         apply_override(data, key.strip(), parse_value(value))
-    return validate_pipeline(data, where=str(path))
+    # The file was valid, so what fails now was made invalid by the overrides.
+    return validate_pipeline(data, where=f"override {' '.join(overrides)}" if overrides else str(path))
 
 
 def validate_pipeline(data: dict, where: str = "pipeline") -> PipelineConfig:

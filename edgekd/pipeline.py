@@ -11,6 +11,8 @@ unchanged one reuses the old):
     report.{json,md,png} copies of the report stage's outputs, for convenience
 """
 
+import contextlib
+import errno
 import hashlib
 import importlib
 import json
@@ -120,6 +122,19 @@ def _manifest(kind: str, digest: str, parent: str | None, config: dict, key: dic
     }
 
 
+@contextlib.contextmanager
+def _disk_full_is_a_user_error(what: str, folder: Path):
+    """A full disk is the machine's state, not a bug: say which path ran out of space, in one line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or folder
+        raise EdgekdError(f"{what}: no space left on the device while writing {where}; free space under "
+                          f"{folder.parent} and run the same command again (finished stages are kept)") from None
+
+
 def _check_folder_is_ours(folder: Path) -> None:
     """A folder with a stage's name but no manifest is not a finished stage, and not ours to delete."""
     if folder.exists():
@@ -130,7 +145,7 @@ def _check_folder_is_ours(folder: Path) -> None:
 def prepare_data(config: PipelineConfig, run_dir: Path, keys: KeyInputs) -> tuple[Path, str]:
     """Read, deduplicate and split the dataset once; later runs reuse the same split files."""
     from edgekd.assets import resolve_dataset_file
-    from edgekd.data import make_splits, read_labelled_text, save_splits
+    from edgekd.data import make_splits, read_labelled_text
 
     key = {"data": config.data.model_dump(), "source": keys.data_identity(), "seed": config.seed,
            "edgekd": __version__}
@@ -145,7 +160,19 @@ def prepare_data(config: PipelineConfig, run_dir: Path, keys: KeyInputs) -> tupl
     pairs = read_labelled_text(source, cfg.text_column, cfg.label_column, cfg.drop_labels, cfg.hub_split)
     splits = make_splits(pairs, cfg.validation_fraction, cfg.test_fraction, config.seed, cfg.max_train_examples,
                          where=cfg.source)
-    staging = StagingDir(folder)
+    with _disk_full_is_a_user_error("data", folder):
+        _save_data(config, splits, staging_for=folder, key=key, digest=digest, started=started, t0=t0)
+    log.info("data: %s train / %s validation / %s test examples, classes %s", len(splits.train),
+             len(splits.validation), len(splits.test), splits.label_names)
+    return folder, digest
+
+
+def _save_data(config: PipelineConfig, splits, staging_for: Path, key: dict, digest: str, started: str,
+               t0: float) -> None:
+    from edgekd.data import save_splits
+
+    cfg = config.data
+    staging = StagingDir(staging_for)
     try:
         save_splits(splits, staging.path)
         sizes = {name: len(splits[name]) for name in ("train", "validation", "test")}
@@ -157,9 +184,6 @@ def prepare_data(config: PipelineConfig, run_dir: Path, keys: KeyInputs) -> tupl
     except BaseException:
         staging.discard()
         raise
-    log.info("data: %s train / %s validation / %s test examples, classes %s", sizes["train"], sizes["validation"],
-             sizes["test"], splits.label_names)
-    return folder, digest
 
 
 def run_pipeline(config: PipelineConfig, run_dir: Path | None = None, force: frozenset[str] = frozenset()
@@ -209,21 +233,10 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
         if manifest is None:
             _check_folder_is_ours(folder)
         log.info("stage %d/%d %s: running into %s", index, len(config.stages), stage.kind, folder.name)
-        staging = StagingDir(folder)
-        ctx = StageContext(settings=settings, out=staging.path, data_dir=data_dir, artifacts=dict(artifacts),
-                           history=list(history))
-        started, t0 = _now(), time.perf_counter()
-        try:
-            importlib.import_module(entry.module).run(stage, ctx)
-            seconds = time.perf_counter() - t0
-            atomic_write_json(staging.path / "manifest.json", _manifest(
-                stage.kind, digest, parent, cfg, key, started, seconds, ctx.metrics, ctx.outputs, staging.path))
-            if manifest is not None:  # forced: the finished folder of the same key is replaced
-                _retire(folder)
-            staging.commit()
-        except BaseException:
-            staging.discard()
-            raise
+        with _disk_full_is_a_user_error(f"stage {index} ({stage.kind})", folder):
+            seconds = _run_stage(entry, stage, StageContext(
+                settings=settings, out=folder, data_dir=data_dir, artifacts=dict(artifacts), history=list(history)),
+                digest, parent, cfg, key, replace=manifest is not None)
         manifest = read_manifest(folder)
         artifacts.update(stage_outputs(folder, manifest))
         history.append({**manifest, "folder": folder.name})
@@ -232,6 +245,26 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
         parent = digest
     _write_run_summary(config, run_dir, data_dir, records, artifacts)
     return RunResult(run_dir=run_dir, stages=records, artifacts=artifacts)
+
+
+def _run_stage(entry, stage, ctx: StageContext, digest: str, parent: str, cfg: dict, key: dict, replace: bool) -> float:
+    """Run one stage into a staging folder and rename it to ``ctx.out`` when done; returns seconds."""
+    folder = ctx.out
+    staging = StagingDir(folder)
+    ctx.out = staging.path
+    started, t0 = _now(), time.perf_counter()
+    try:
+        importlib.import_module(entry.module).run(stage, ctx)
+        seconds = time.perf_counter() - t0
+        atomic_write_json(staging.path / "manifest.json", _manifest(
+            stage.kind, digest, parent, cfg, key, started, seconds, ctx.metrics, ctx.outputs, staging.path))
+        if replace:  # forced: the finished folder of the same key is replaced
+            _retire(folder)
+        staging.commit()
+    except BaseException:
+        staging.discard()
+        raise
+    return seconds
 
 
 def _retire(folder: Path) -> None:

@@ -47,6 +47,12 @@ class BenchConfig(StrictModel):
             raise ValueError("length_buckets must be increasing positive token lengths, e.g. [16, 32, 64]")
         return v
 
+    def latency_settings(self, max_length: int) -> list[str]:
+        """Names of the batch-1 latency settings this config measures (the report plots one of them)."""
+        tags = ["tall" if n == 0 else f"t{n}" for n in self.threads]
+        fixed = [f"fixed{min(self.fixed_length, max_length)}_b1_{t}" for t in tags] if self.fixed_runs else []
+        return [f"real_b1_{t}" for t in tags] + fixed
+
     @staticmethod
     def summary(m: dict) -> str:
         load = m.get("load", {})

@@ -157,12 +157,13 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
             w.close()
     with np.load(inputs.npz) as data:
         offsets, labels, sample = data["real_offsets"], data["labels"], data["sample"]
+        fixed_length = len(data["fixed_ids"])  # the setting is named after the input it really timed
     lengths = np.diff(offsets)[sample]
     rows = []
     for w in workers:
         name = w.target.name
         row = {**w.target.describe(), "load_s": round(w.load_s, 3), "first_inference_ms": round(1000 * first[name], 3),
-               "peak_rss_mb": rss[name], **_timing_summary(timings[name], lengths, cfg)}
+               "peak_rss_mb": rss[name], **_timing_summary(timings[name], lengths, fixed_length, cfg)}
         if name in tokenize:
             row["tokenize_ms"] = latency_stats(tokenize[name])
         row.update(_quality(quality[name], labels, label_names, cfg.eval_batch_size))
@@ -186,7 +187,8 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
     return result
 
 
-def _timing_summary(per_setting: dict[str, list[dict]], lengths: np.ndarray, cfg: BenchConfig) -> dict:
+def _timing_summary(per_setting: dict[str, list[dict]], lengths: np.ndarray, fixed_length: int,
+                    cfg: BenchConfig) -> dict:
     out = {"latency_ms": {}, "rounds_p50_ms": {}, "cv": {}, "by_length": {}, "throughput_eps": {}}
     for tag, rounds in per_setting.items():
         real = np.asarray([r["real"] for r in rounds])  # [rounds, sample]
@@ -196,7 +198,7 @@ def _timing_summary(per_setting: dict[str, list[dict]], lengths: np.ndarray, cfg
         out["cv"][key] = cv(out["rounds_p50_ms"][key])
         out["by_length"][key] = by_length(real, lengths, cfg.length_buckets)
         if "fixed" in rounds[0]:
-            fixed_key = f"fixed{cfg.fixed_length}_b1_{tag}"
+            fixed_key = f"fixed{fixed_length}_b1_{tag}"
             out["latency_ms"][fixed_key] = latency_stats(np.concatenate([r["fixed"] for r in rounds]))
             out["rounds_p50_ms"][fixed_key] = [round(float(np.median(r["fixed"])) * 1000, 4) for r in rounds]
             out["cv"][fixed_key] = cv(out["rounds_p50_ms"][fixed_key])

@@ -128,6 +128,9 @@ def rebuild_report(run_dir: Path) -> Path:
     if not (run_dir / "run.json").is_file():
         raise EdgekdError(f"{run_dir} is not a finished run directory (no run.json)")
     run = _read_json(run_dir / "run.json", "the run summary")
+    if not isinstance(run, dict) or not {"data", "stages", "artifacts", "pipeline"} <= set(run):
+        raise EdgekdError(f"{run_dir / 'run.json'}: not an edgekd run summary (needs data, stages, artifacts, "
+                          "pipeline); run the pipeline again to rewrite it")
     history = []
     for folder in [run["data"]] + [s["folder"] for s in run["stages"]]:
         manifest = read_manifest(run_dir / folder)

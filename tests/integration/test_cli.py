@@ -122,6 +122,24 @@ def test_report_command_rebuilds(finished_run):
     assert proc.returncode == 0 and "# edgekd report: tiny" in proc.stdout and (run_dir / "report.md").is_file()
 
 
+def test_report_on_a_damaged_run_dir_gives_one_line_errors(finished_run, tmp_path):
+    import shutil
+
+    _, run_dir, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    bench = next(copy.glob("07-bench-*/bench.json"))
+    bench.write_text("{ truncated")
+    _one_line_error(edgekd("report", copy), "bench.json", "corrupt")
+    bench.unlink()
+    _one_line_error(edgekd("report", copy), "bench.json", "missing")
+    manifest = next(copy.glob("02-prune-*/manifest.json"))
+    manifest.unlink()
+    _one_line_error(edgekd("report", copy), "02-prune-", "manifest.json is missing")
+    (copy / "run.json").write_text("[]")
+    _one_line_error(edgekd("report", copy))
+
+
 def _one_line_error(proc, *needles):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

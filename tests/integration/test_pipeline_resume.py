@@ -63,3 +63,30 @@ def test_changed_config_gets_new_folders_downstream_only(tmp_path, tiny_model_di
     second = run_pipeline(load_pipeline(path, ["stages.prune.head_ratio=0.25"]))
     assert [r.status for r in second.stages] == ["skipped", "ran"]
     assert second.stages[1].folder != first.stages[1].folder and first.stages[1].folder.is_dir()
+
+
+def test_disk_full_names_the_path_and_keeps_the_run_dir_consistent(tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
+    import errno
+
+    from edgekd.errors import EdgekdError
+
+    path = write_pipeline(tmp_path / "p.yaml", tiny_model_dir, tiny_csv, tmp_path / "runs", FIRST_THREE[:2])
+    config = load_pipeline(path)
+    import edgekd.prune.stage as prune_stage
+
+    def full_disk(cfg, ctx):
+        target = ctx.out / "model" / "model.safetensors"
+        target.parent.mkdir()
+        target.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    real_run = prune_stage.run
+    monkeypatch.setattr(prune_stage, "run", full_disk)
+    with pytest.raises(EdgekdError, match=r"stage 2 \(prune\): no space left on the device while writing .*"
+                                          r"model\.safetensors"):
+        run_pipeline(config)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert [n.split("-")[1] for n in _stage_dirs(run_dir)] == ["data", "teacher"]
+    assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]  # the half-written stage is gone
+    monkeypatch.setattr(prune_stage, "run", real_run)
+    assert [r.status for r in run_pipeline(config).stages] == ["skipped", "ran"]

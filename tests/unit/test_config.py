@@ -80,3 +80,32 @@ def test_bad_override_is_revalidated(tmp_path):
 def test_missing_pipeline_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_pipeline(tmp_path / "nope.yaml")
+
+
+def test_an_override_error_blames_the_override_not_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("stages:\n  - kind: teacher\n")
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path, ["stages.teacher.epochs=-1"])
+    assert str(info.value).startswith("override stages.teacher.epochs=-1:") and "epochs" in str(info.value)
+    path.write_text("stages:\n  - kind: teacher\n    epochz: 1\n")
+    with pytest.raises(ConfigError, match=f"^{path}: .*epochz"):
+        load_pipeline(path, ["seed=1"])
+
+
+def test_a_bench_without_any_model_before_it_is_refused():
+    msg = _error({"stages": [{"kind": "bench"}]})
+    assert "bench" in msg and "no model to measure" in msg
+
+
+def test_report_latency_setting_must_be_one_the_bench_measures():
+    stages = [{"kind": "teacher"}, {"kind": "bench", "threads": [1]}, {"kind": "report", "latency_setting": "real_b1_t4"}]
+    msg = _error({"stages": stages})
+    assert "real_b1_t4" in msg and "real_b1_t1" in msg
+    stages[2]["latency_setting"] = "fixed128_b1_t1"
+    assert validate_pipeline({"stages": stages}).stages[2].latency_setting == "fixed128_b1_t1"
+
+
+def test_bench_thread_counts_must_be_usable():
+    assert "threads" in _error({"stages": [{"kind": "teacher"}, {"kind": "bench", "threads": [1, 1]}]})
+    assert "threads" in _error({"stages": [{"kind": "teacher"}, {"kind": "bench", "threads": [-2]}]})
