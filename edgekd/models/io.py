@@ -94,10 +94,23 @@ def _is_head_key(model: nn.Module, key: str) -> bool:
 
 
 def _reset_head(model: nn.Module) -> None:
-    """Fresh weights for every module outside the encoder (classifier, pre-classifier, dense + out_proj)."""
+    """Fresh weights for every module outside the encoder (classifier, pre-classifier, dense + out_proj).
+
+    Initialised here rather than with ``model._init_weights``: transformers 5 skips modules it marked
+    as initialised when loading, which would leave the old head in place under the new labels.
+    """
+    std = getattr(model.config, "initializer_range", 0.02)
     for name, child in model.named_children():
-        if name != model.base_model_prefix:
-            child.apply(model._init_weights)
+        if name == model.base_model_prefix:
+            continue
+        for module in child.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
 
 def load_classifier(folder: str, label_names: list[str] | None = None, attn_implementation: str = "sdpa") -> nn.Module:

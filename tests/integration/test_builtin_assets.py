@@ -6,6 +6,7 @@ from edgekd.assets import resolve_dataset_file, resolve_model_dir
 from edgekd.data import make_splits, read_labelled_text
 
 
+@pytest.mark.network
 def test_rotten_tomatoes_split_is_the_documented_one():
     path = resolve_dataset_file("builtin:rotten-tomatoes")
     pairs = read_labelled_text(path, "text", "category", drop_labels=["plot"])
@@ -20,6 +21,7 @@ def test_rotten_tomatoes_split_is_the_documented_one():
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_minilm_loads_as_a_classifier_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from edgekd.models import count_parameters, load_classifier, load_tokenizer

@@ -108,7 +108,9 @@ def test_pickle_only_is_refused_unless_allowed(tmp_path, data):
 
     folder = tmp_path / "pickled"
     model = AutoModelForSequenceClassification.from_config(tiny_config("bert"))
-    model.save_pretrained(folder, safe_serialization=False)
+    # Written by hand: transformers 5 ignores save_pretrained(safe_serialization=False).
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
     build_tokenizer(folder).save_pretrained(folder)
     assert not (folder / "model.safetensors").exists()
     message = _error(AssetError, _config(folder, data))
@@ -279,12 +281,12 @@ def test_loader_makes_a_new_head_for_other_label_names(tmp_path, caplog):
 
 
 def test_loader_falls_back_to_eager_attention(tmp_path, bert_dir):
-    from transformers import ElectraConfig, ElectraForSequenceClassification
+    from transformers import MPNetConfig, MPNetForSequenceClassification
 
-    folder = tmp_path / "electra"
-    ElectraForSequenceClassification(ElectraConfig(vocab_size=len(VOCAB), embedding_size=32, hidden_size=32,
-                                                   num_hidden_layers=2, num_attention_heads=2,
-                                                   intermediate_size=64)).save_pretrained(folder)
+    # MPNet has no SDPA attention on transformers 4.57 or 5.x (ELECTRA gained it in 5.x).
+    folder = tmp_path / "mpnet"
+    MPNetForSequenceClassification(MPNetConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
     assert load_classifier(str(folder)).config._attn_implementation == "eager"
     assert load_classifier(str(bert_dir)).config._attn_implementation == "sdpa"
 
