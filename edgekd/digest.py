@@ -12,19 +12,9 @@ import logging
 from pathlib import Path
 
 from edgekd.artifacts import atomic_write_json
+from edgekd.assets.wheel import sha256_of
 
 log = logging.getLogger(__name__)
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class DigestCache:
     """sha256 per file, keyed by absolute path, size and mtime; stored as one JSON file."""
 
@@ -44,7 +34,7 @@ class DigestCache:
         entry = self.entries.get(key)
         if entry and entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns:
             return entry["sha256"]
-        digest = file_sha256(path)
+        digest = sha256_of(path)
         self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
         self.dirty = True
         return digest

@@ -99,14 +99,18 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"), "bert")
 
 
-@pytest.fixture(scope="session")
-def tiny_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+def write_reviews_csv(path: Path, n: int) -> Path:
+    """``n`` rows of make_texts as a text,label CSV."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
-        writer.writerows(make_texts(400))
+        writer.writerows(make_texts(n))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    return write_reviews_csv(tmp_path_factory.mktemp("data") / "reviews.csv", 400)
 
 
 @pytest.fixture

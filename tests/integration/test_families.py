@@ -6,7 +6,6 @@ and attention terms, ONNX export with its parity gate, dynamic int8 and the bund
 in the torch-free runtime.
 """
 
-import csv
 import importlib.util
 import stat
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from edgekd.config import validate_pipeline
 from edgekd.pipeline import run_pipeline
 from edgekd.preflight import check_pipeline
-from tests.conftest import VOCAB, build_tokenizer, make_texts
+from tests.conftest import VOCAB, build_tokenizer, make_texts, write_reviews_csv
 
 RUNTIME = Path(__file__).parents[2] / "deploy" / "edgekd_runtime.py"
 SIZE = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
@@ -58,12 +57,7 @@ def _stages(family: str, exporter: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def data_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("families-data") / "reviews.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(make_texts(80))
-    return path
+    return write_reviews_csv(tmp_path_factory.mktemp("families-data") / "reviews.csv", 80)
 
 
 def _model_dir(folder: Path, family: str, **sizes) -> Path:
