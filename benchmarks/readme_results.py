@@ -1,9 +1,10 @@
 """The README's results block, rendered from a committed benchmark result (never typed in).
 
-    python benchmarks/readme_results.py benchmarks/results/<stamp>-<pipeline>.json
+    python benchmarks/readme_results.py
 
-rewrites the part of README.md between the results markers; run_default.py calls it after each
-measurement, and a test checks that README.md holds exactly what the newest result renders to.
+rewrites the part of README.md between the results markers from the newest result in
+benchmarks/results/ (and the one measured before it, for repeatability); run_default.py calls it
+after each measurement, and a test checks that README.md holds exactly what they render to.
 """
 
 import json
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 BEGIN, END = "<!-- results:begin (written by benchmarks/readme_results.py) -->", "<!-- results:end -->"
 
 
@@ -22,7 +24,33 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def render(summary: dict, result_path: str) -> str:
+def _stage_lines(summary: dict) -> list[str]:
+    stages = {s["kind"]: s for s in summary["report"]["stages"]}
+    secs = summary["stage_seconds"]
+    lines = []
+    if "prune" in stages and "distill" in stages:
+        lines.append(f"- The student: {stages['prune']['summary']}; then distilled from the fine-tuned teacher: "
+                     f"{stages['distill']['summary']}.")
+    if {"teacher", "distill", "bench"} <= set(secs):
+        lines.append(f"- Stage times of the run behind it: teacher {secs['teacher'] / 60:.1f} min, distillation "
+                     f"{secs['distill'] / 60:.1f} min, benchmark {secs['bench'] / 60:.1f} min.")
+    return lines
+
+
+def _repeat_line(summary: dict, previous: dict, previous_path: str) -> str:
+    from compare_results import compare
+
+    changes = compare(previous, summary)
+    t1 = [abs(c) for _, key, _, _, c in changes if key.endswith("_t1")]
+    allc = [abs(c) for *_, c in changes]
+    before, now = previous["headline"]["speedup_vs_onnxruntime"], summary["headline"]["speedup_vs_onnxruntime"]
+    return (f"- Repeatability: against the `make bench` before it ([{Path(previous_path).name}]({previous_path})), "
+            f"every p50 at 1 thread moved by at most {max(t1):.1%}, and at most {max(allc):.1%} over both thread "
+            f"settings ({len(changes)} p50s; `benchmarks/compare_results.py`); the paired speed-up over the teacher "
+            f"on ONNX Runtime was {before['median']:.2f}× then {now['median']:.2f}×.")
+
+
+def render(summary: dict, result_path: str, previous: dict | None = None, previous_path: str | None = None) -> str:
     report, h = summary["report"], summary["headline"]
     rows = report["rows"]
     student, teacher = _row(rows, h["student"]), _row(rows, h["teacher_onnxruntime"])
@@ -55,20 +83,43 @@ def render(summary: dict, result_path: str) -> str:
         f"| peak RSS of its process | {teacher['peak_rss_mb']:.0f} MB | {student['peak_rss_mb']:.0f} MB | "
         f"{h['peak_rss_ratio']:.2f}× less |",
         f"| parameters | {teacher['parameters'] / 1e6:.1f}M | {student['parameters'] / 1e6:.1f}M | |",
+        "",
     ]
+    lines += _stage_lines(summary)
+    if previous is not None:
+        lines.append(_repeat_line(summary, previous, previous_path))
     return "\n".join(lines)
 
 
-def update_readme(result_path: Path, readme: Path = ROOT / "README.md") -> None:
-    summary = json.loads(Path(result_path).read_text())
-    rel = Path(result_path).resolve().relative_to(ROOT).as_posix()
+def results_in_order(folder: Path = ROOT / "benchmarks" / "results") -> list[Path]:
+    """Result files of this schema (those with a headline student), oldest first."""
+    return sorted(p for p in folder.glob("*.json") if (json.loads(p.read_text()).get("headline") or {}).get("student"))
+
+
+def render_newest(readme_root: Path = ROOT) -> str:
+    """The block for the newest result, with the one measured just before it on the same pipeline and host."""
+    results = results_in_order(readme_root / "benchmarks" / "results")
+    newest = results[-1]
+    summary = json.loads(newest.read_text())
+    previous = next((p for p in reversed(results[:-1]) if _same_setup(json.loads(p.read_text()), summary)), None)
+    rel = lambda p: p.resolve().relative_to(readme_root).as_posix()  # noqa: E731
+    return render(summary, rel(newest), json.loads(previous.read_text()) if previous else None,
+                  rel(previous) if previous else None)
+
+
+def _same_setup(a: dict, b: dict) -> bool:
+    return a["pipeline"] == b["pipeline"] and a["report"]["versions"] == b["report"]["versions"] and \
+        a["machine"]["cpu"] == b["machine"]["cpu"]
+
+
+def update_readme(readme: Path = ROOT / "README.md") -> None:
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{readme}: no results markers ({BEGIN} ... {END})")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render(summary, rel)}\n{END}{tail}")
+    readme.write_text(f"{head}{BEGIN}\n{render_newest()}\n{END}{tail}")
 
 
 if __name__ == "__main__":
-    update_readme(Path(sys.argv[1]))
+    update_readme()

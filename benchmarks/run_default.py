@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgekd.artifacts import atomic_write_json, atomic_write_text, read_manifest  # noqa: E402
 from edgekd.config import load_pipeline  # noqa: E402
@@ -27,6 +28,7 @@ def main() -> int:
     parser.add_argument("--pipeline", default=str(ROOT / "pipelines" / "minilm-rotten-tomatoes.yaml"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--fresh", action="store_true", help="measure the bench again even if it finished before")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md's results section as it is")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -47,6 +49,11 @@ def main() -> int:
     md = (result.run_dir / "report.md").read_text().replace("![accuracy vs latency](report.png)\n", "")
     atomic_write_text(stem.with_suffix(".md"), md)
     print(f"wrote {stem}.json and {stem}.md (measured {measured})")
+    if not args.no_readme:
+        from readme_results import update_readme
+
+        update_readme()
+        print("README.md results section rewritten from it")
     return 0
 
 

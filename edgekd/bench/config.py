@@ -17,6 +17,8 @@ class BenchConfig(StrictModel):
     sample: int | None = Field(None, ge=1, description="test rows timed batch-1 per round, a seeded sample "
                                "(None: all of them); accuracy always uses every test row")
     warmup: int = Field(10, ge=0, le=10_000, description="untimed calls per model before the first round of a setting")
+    turn_warmup: int = Field(5, ge=0, le=10_000, description="untimed calls at the start of each model's turn in a "
+                             "round (its threads slept while the other models ran)")
     fixed_length: int = Field(128, ge=8, le=4096, description="token length of the fixed-length latency setting")
     fixed_runs: int = Field(20, ge=0, le=100_000, description="batch-1 calls on the fixed-length input per round")
     throughput_batch: int = Field(32, ge=2, le=4096, description="batch size of the throughput setting")

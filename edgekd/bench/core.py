@@ -138,7 +138,7 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
                     start = time.perf_counter()
                     for k in range(len(workers)):
                         w = workers[(k + r) % len(workers)]  # rotate who goes first
-                        reply = w.send({"op": "round", "fixed_runs": cfg.fixed_runs})
+                        reply = w.send({"op": "round", "fixed_runs": cfg.fixed_runs, "turn_warmup": cfg.turn_warmup})
                         timings[w.target.name].setdefault(tag, []).append(reply)
                         time.sleep(PAUSE_S)
                     log.info("threads %s (%d), round %d/%d: %d models timed on %d inputs in %.0f s", tag, count, r + 1,
@@ -236,6 +236,13 @@ def _busy_cpu_seconds() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def _steal_seconds() -> float:
+    """CPU seconds this virtual machine was ready to run but the host ran another guest (0 where unknown)."""
+    import psutil
+
+    return getattr(psutil.cpu_times(), "steal", 0.0)
+
+
 def _own_cpu_seconds() -> float:
     """CPU seconds of this process, its finished children and its live ones (the benchmark workers)."""
     import psutil
@@ -259,6 +266,7 @@ class LoadSampler:
     def __init__(self, interval: float = 1.0):
         self.samples: list[float] = []
         self.other_cores = 0.0  # set on exit
+        self.steal_cores = 0.0  # CPU the hypervisor gave to other machines while ours wanted it (VMs only)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
 
@@ -270,6 +278,7 @@ class LoadSampler:
     def __enter__(self) -> "LoadSampler":
         self.start = os.getloadavg()
         self._cpu0, self._own0, self._t0 = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+        self._steal0 = _steal_seconds()
         self._thread.start()
         return self
 
@@ -280,10 +289,12 @@ class LoadSampler:
         wall = max(time.perf_counter() - self._t0, 1e-9)
         other = (_busy_cpu_seconds() - self._cpu0) - (_own_cpu_seconds() - self._own0)
         self.other_cores = max(0.0, other / wall)
+        self.steal_cores = max(0.0, (_steal_seconds() - self._steal0) / wall)
 
     def summary(self) -> dict:
         return {"load1_start": round(self.start[0], 2), "load1_end": round(self.end[0], 2),
                 "load1_max": round(max(self.samples, default=self.start[0]), 2),
                 "load1_mean": round(float(np.mean(self.samples)) if self.samples else self.start[0], 2),
                 "other_processes_cores_mean": round(self.other_cores, 3),
+                "steal_cores_mean": round(self.steal_cores, 3),
                 "cores": os.cpu_count(), "sampled_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

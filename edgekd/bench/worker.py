@@ -11,8 +11,9 @@ Protocol: one JSON command per line on stdin, one JSON reply per line on the ori
   {"op": "threads", "n": k}         set intra-op threads (k >= 1)
   {"op": "first"}                    seconds of the first inference after load (one real input)
   {"op": "warmup", "n": w}           w untimed calls over the sample
-  {"op": "round", "fixed_runs": f}   one round: the sample batch 1 in order, f fixed-length calls, the
-                                     throughput batches; seconds per call
+  {"op": "round", "fixed_runs": f, "turn_warmup": w}
+                                     one round: w untimed calls, then the sample batch 1 in order, f fixed-length
+                                     calls, the throughput batches; seconds per call
   {"op": "tokenize"}                 (bundles) seconds to tokenise each sample text
   {"op": "predict", "batch": b}      predicted class of every row, batch 1 or length-sorted batches of b
   {"op": "rss"}                      peak resident memory of this process, MB
@@ -145,6 +146,8 @@ class Worker:
             _timed(run, [[self.rows[i]] for i in self.sample[: cmd["n"]]])
             return {}
         if op == "round":
+            # A few untimed calls first: the runtime's thread pool slept while the other models had their turn.
+            _timed(run, [[self.rows[i]] for i in self.sample[: cmd.get("turn_warmup", 0)]])
             out = {"real": _timed(run, [[self.rows[i]] for i in self.sample])}
             if self.fixed is not None and cmd["fixed_runs"]:
                 out["fixed"] = _timed(run, [[self.fixed]] * cmd["fixed_runs"], warmup=1)

@@ -93,11 +93,13 @@ def render_markdown(report: dict) -> str:
     cfg = bench["config"]
     lines += ["", "## Conditions", "",
               f"- Threads, the same for every runtime: {', '.join(f'{t} = {n}' for t, n in bench['threads'].items())} "
-              "intra-op threads. Each model runs in its own process, loaded once; models take turns within each "
+              "intra-op threads (on a machine with as many cores as threads, the all-cores setting shares them with the "
+              "benchmark's own bookkeeping and the system: its spread across rounds, the CV, is typically wider). Each model runs in its own process, loaded once; models take turns within each "
               "round (the order rotates), on the same inputs in the same order, after "
               f"{cfg['warmup']} warm-up calls. Tokenisation is excluded from model latency; the bundle row includes it.",
               f"- CPU used by other processes during the benchmark: {load['other_processes_cores_mean']:.2f} cores on "
-              f"average of {load['cores']} (flagged above {load['limit_cores']:.2f}); load average (1 min) mean "
+              f"average of {load['cores']} (flagged above {load['limit_cores']:.2f}); time the host gave this virtual "
+              f"machine's CPUs to others (steal): {load.get('steal_cores_mean', 0):.2f} cores; load average (1 min) mean "
               f"{load['load1_mean']}, max {load['load1_max']}.",
               "- Versions: " + ", ".join(f"{k} {val}" for k, val in report["versions"].items()), ""]
     return "\n".join(lines)

@@ -62,12 +62,13 @@ def test_fast_and_slow_models_see_exactly_the_same_inputs_in_the_same_order(tmp_
     seen = {}
     for runtime in ("fast", "slow"):
         w = Worker({"target": {"runtime": runtime}, "inputs": str(npz), "texts": None, "throughput": [4, 2]})
-        reply = w.handle({"op": "round", "fixed_runs": 3})
+        reply = w.handle({"op": "round", "fixed_runs": 3, "turn_warmup": 4})
         assert len(reply["real"]) == 25 and len(reply["fixed"]) == 3
         seen[runtime] = w.runner.seen
     assert seen["fast"] == seen["slow"]
     sample = load_inputs(str(npz))["sample"]
-    assert seen["fast"][:25] == [[rows[i]] for i in sample]  # the seeded sample, batch 1, in its order
+    assert seen["fast"][:4] == [[rows[i]] for i in sample[:4]]  # the untimed start of the turn
+    assert seen["fast"][4:29] == [[rows[i]] for i in sample]  # then the seeded sample, batch 1, in its order
 
 
 def test_median_interval_uses_order_statistics_with_their_true_coverage():

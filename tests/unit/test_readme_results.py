@@ -1,0 +1,20 @@
+"""The README's numbers are the newest committed benchmark results, rendered by code: none typed in."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def _renderer():
+    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "benchmarks" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_results_block_is_rendered_from_the_newest_results():
+    renderer = _renderer()
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(renderer.BEGIN, 1)[1].split(renderer.END, 1)[0].strip()
+    assert block == renderer.render_newest().strip()
