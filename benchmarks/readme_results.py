@@ -20,6 +20,10 @@ def _row(rows: list[dict], name: str) -> dict:
     return next(r for r in rows if r["name"] == name)
 
 
+def _faster(ratio: float) -> str:
+    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
@@ -41,8 +45,8 @@ def _repeat_line(summary: dict, previous: dict, previous_path: str) -> str:
     from compare_results import compare
 
     changes = compare(previous, summary)
-    t1 = [abs(c) for _, key, _, _, c in changes if key.endswith("_t1")]
-    allc = [abs(c) for *_, c in changes]
+    t1 = [abs(c) for _, key, _, _, c in changes if key.endswith("_t1")] or [float("nan")]
+    allc = [abs(c) for *_, c in changes] or [float("nan")]
     before, now = previous["headline"]["speedup_vs_onnxruntime"], summary["headline"]["speedup_vs_onnxruntime"]
     return (f"- Repeatability: against the `make bench` before it ([{Path(previous_path).name}]({previous_path})), "
             f"every p50 at 1 thread moved by at most {max(t1):.1%}, and at most {max(allc):.1%} over both thread "
@@ -70,13 +74,13 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
         f"{_pct(student['accuracy'])} | {h['accuracy_delta_pt']:+.2f} points |",
         f"| macro-F1 / worst-class recall | {teacher['macro_f1']:.4f} / {_pct(teacher['min_recall'])} | "
         f"{student['macro_f1']:.4f} / {_pct(student['min_recall'])} | {h['macro_f1_delta']:+.4f} F1 |",
-        f"| p50 latency, `{setting}` | {lat(teacher):.2f} ms | {lat(student):.2f} ms | **{s['median']:.2f}× faster** "
+        f"| p50 latency, `{setting}` | {lat(teacher):.2f} ms | {lat(student):.2f} ms | **{_faster(s['median'])}** "
         f"({s['coverage']:.0%} interval {s['low']:.2f}–{s['high']:.2f}, {s['n']} paired rounds) |",
     ]
     if p:
         pt = _row(rows, h["teacher_pytorch"])
         lines.append(f"| the teacher in PyTorch eager instead, p50 | {lat(pt):.2f} ms | {lat(student):.2f} ms | "
-                     f"{p['median']:.2f}× faster ({p['low']:.2f}–{p['high']:.2f}) |")
+                     f"{_faster(p['median'])} ({p['low']:.2f}–{p['high']:.2f}) |")
     lines += [
         f"| file | {teacher['file_bytes'] / 1e6:.1f} MB | {student['file_bytes'] / 1e6:.1f} MB | "
         f"**{h['size_ratio']:.2f}× smaller** |",

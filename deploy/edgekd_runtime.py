@@ -50,13 +50,23 @@ class Bundle:
             self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("max_length"), int):
+            raise BundleError(f"{manifest_path}: not an edgekd bundle manifest (needs an object with max_length)")
         paths = {key: folder / self.manifest.get(key, name) for key, name in _DEFAULT_FILES.items()}
         for key, path in paths.items():
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing; bundle.json names it as the bundle's {key} file")
         self._check_model_hash(paths["model"], manifest_path)
-        self.labels: list[str] = json.loads(paths["labels"].read_text(encoding="utf-8"))
-        self.tokenizer = Tokenizer.from_file(str(paths["tokenizer"]))
+        try:
+            self.labels: list[str] = json.loads(paths["labels"].read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{paths['labels']}: not valid JSON ({exc})") from None
+        if not isinstance(self.labels, list) or not self.labels:
+            raise BundleError(f"{paths['labels']}: expected a non-empty list of label names")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(paths["tokenizer"]))
+        except Exception as exc:  # the tokenizers library raises a bare Exception for a malformed file
+            raise BundleError(f"{paths['tokenizer']}: not a readable tokenizer.json ({exc})") from None
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.manifest["max_length"])
         # bundle.json records the pad id the model was trained with; older bundles only have the tokenizer's names.
@@ -70,6 +80,9 @@ class Bundle:
         self.session = ort.InferenceSession(str(paths["model"]), sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
+        classes = self.session.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.labels):
+            raise BundleError(f"{paths['labels']}: {len(self.labels)} labels, but the model has {classes} outputs")
 
     def _check_model_hash(self, model_path: Path, manifest_path: Path) -> None:
         """Refuse a model.onnx that is not the one the bundle was made with (edited, truncated, swapped)."""

@@ -76,6 +76,12 @@ def _lengths(text: str) -> tuple[int, int]:
     return int(low), int(high)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _baseline(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
@@ -95,11 +101,11 @@ def _add_bench_parser(sub) -> None:
     src.add_argument("--label-column", help="label column of --data; accuracy is scored when the model's config.json "
                      "has id2label")
     src.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json, when none sits next to the models")
-    src.add_argument("--max-length", type=int, default=128, help="truncate texts to this many tokens (default 128)")
+    src.add_argument("--max-length", type=_positive, default=128, help="truncate texts to this many tokens (default 128)")
     src.add_argument("--lengths", type=_lengths, default=(8, 128), metavar="MIN-MAX",
                      help="synthetic input lengths, uniform (default 8-128)")
-    src.add_argument("--samples", type=int, default=256, help="number of synthetic inputs (default 256)")
-    src.add_argument("--vocab-size", type=int, help="synthetic token ids are drawn below this (default: the "
+    src.add_argument("--samples", type=_positive, default=256, help="number of synthetic inputs (default 256)")
+    src.add_argument("--vocab-size", type=_positive, help="synthetic token ids are drawn below this (default: the "
                      "tokenizer's or config.json's vocabulary size)")
     t = b.add_argument_group("timing")
     t.add_argument("--rounds", type=int, default=5, help="rounds; each model is timed once per round (default 5)")

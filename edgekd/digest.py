@@ -15,6 +15,8 @@ from edgekd.artifacts import atomic_write_json
 from edgekd.assets.wheel import sha256_of
 
 log = logging.getLogger(__name__)
+
+
 class DigestCache:
     """sha256 per file, keyed by absolute path, size and mtime; stored as one JSON file."""
 

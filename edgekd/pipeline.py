@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,7 +117,8 @@ class KeyInputs:
 def _manifest(kind: str, digest: str, parent: str | None, config: dict, key: dict, started: str, seconds: float,
               metrics: dict, outputs: dict[str, Artifact], folder: Path) -> dict:
     return {
-        "kind": kind, "hash": digest, "parent": parent, "config": config, "key": key,
+        # "instance" tells two folders made under the same key apart (a --rerun); children's keys name it.
+        "kind": kind, "hash": digest, "instance": uuid.uuid4().hex[:16], "parent": parent, "config": config, "key": key,
         "versions": library_versions(), "started": started, "finished": _now(), "seconds": round(seconds, 2),
         "metrics": metrics, "outputs": {n: a.to_manifest(folder) for n, a in outputs.items()},
     }
@@ -191,12 +193,12 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | None = None, force: fro
     """Run every stage not yet finished; a finished stage (manifest present) is loaded, not rerun.
 
     ``force`` names stage kinds to recompute even when finished (e.g. {"bench"} for a fresh
-    measurement); the stages after them then follow because their parent changed.
+    measurement); the stages after them then follow, because a child's key names its parent's run.
     """
     from edgekd.preflight import check_pipeline
 
     check_pipeline(config)  # bad model folders, settings and labels stop here, before any training
-    run_dir = Path(run_dir or config.run_dir)
+    run_dir = Path(run_dir or config.run_dir).resolve()  # absolute, like the staging folders inside it
     with RunLock(run_dir):
         for stale in remove_interrupted_staging(run_dir):
             log.info("removed %s, left by an interrupted run", stale.name)
@@ -212,18 +214,20 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
     artifacts: dict[str, Artifact] = {}
     records: list[StageRecord] = []
     history = [{**read_manifest(data_dir), "folder": data_dir.name}]
-    forcing = False  # once a stage is recomputed on request, every stage after it is too (same keys, new content)
     for index, stage in enumerate(config.stages, start=1):
         entry = STAGES[stage.kind]
-        forcing = forcing or stage.kind in force
+        # The parent is named by its key *and* by which making of it this is: a parent recomputed under
+        # the same key (--rerun) gives its children new keys, so they can never be reused against it, not
+        # even by a later run after an interruption.
+        parent_run = f"{parent}@{history[-1]['instance']}"
         cfg = stage.model_dump(mode="json")
         settings, key_settings = keys.settings(entry.reads)
-        key = {"kind": stage.kind, "config": cfg, "parent": parent, "settings": key_settings,
+        key = {"kind": stage.kind, "config": cfg, "parent": parent_run, "settings": key_settings,
                "libraries": library_versions(entry.libraries)}
         digest = content_hash(key)
         folder = run_dir / f"{index:02d}-{stage.kind}-{digest}"
         manifest = read_manifest(folder)
-        if manifest is not None and not forcing:
+        if manifest is not None and stage.kind not in force:
             log.info("stage %d/%d %s: finished before, reusing %s", index, len(config.stages), stage.kind, folder.name)
             artifacts.update(stage_outputs(folder, manifest))
             history.append({**manifest, "folder": folder.name})

@@ -41,5 +41,8 @@ def machine_info() -> dict:
 
 
 def machine_fingerprint() -> dict:
-    """What makes a timing belong to one machine: the host, its CPU and memory (a benchmark key part)."""
-    return {**machine_info(), "host": platform.node()}
+    """What makes a timing belong to one machine: the host, its CPU, memory and GPUs (a benchmark key part)."""
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {**machine_info(), "host": platform.node(), "gpus": gpus}

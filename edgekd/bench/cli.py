@@ -14,11 +14,22 @@ from pydantic import ValidationError
 
 from edgekd.artifacts import atomic_write_json, folder_size
 from edgekd.bench.config import BenchConfig
-from edgekd.bench.core import Target, run_benchmark
+from edgekd.bench.core import DEPLOY_RUNTIME, Target, run_benchmark
 from edgekd.bench.inputs import from_texts, synthetic
 from edgekd.errors import ConfigError, EdgekdError
 
 log = logging.getLogger(__name__)
+
+
+def _json(path: Path) -> dict:
+    """A JSON object from ``path``; a broken file is a one-line error naming it."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EdgekdError(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise EdgekdError(f"{path}: expected a JSON object")
+    return data
 
 
 def _tokenizer_dir(path: Path) -> Path | None:
@@ -34,7 +45,7 @@ def _pad_id(tokenizer_dir: Path | None) -> int:
 
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     config = tokenizer_dir / "tokenizer_config.json"
-    pad = json.loads(config.read_text()).get("pad_token") if config.is_file() else None
+    pad = _json(config).get("pad_token") if config.is_file() else None
     if isinstance(pad, dict):
         pad = pad.get("content")
     for token in (pad, "[PAD]", "<pad>"):
@@ -44,12 +55,28 @@ def _pad_id(tokenizer_dir: Path | None) -> int:
 
 
 def _label_names(path: Path) -> list[str] | None:
-    """id2label of the model's config.json (next to an .onnx file, or in the folder), in id order."""
-    config = (path if path.is_dir() else path.parent) / "config.json"
+    """A model's class names in id order: a bundle's labels.json, else config.json's id2label."""
+    folder = path if path.is_dir() else path.parent
+    if (folder / "bundle.json").is_file():
+        labels = json.loads((folder / "labels.json").read_text()) if (folder / "labels.json").is_file() else None
+        return labels if isinstance(labels, list) else None
+    config = folder / "config.json"
     if not config.is_file():
         return None
-    id2label = json.loads(config.read_text()).get("id2label")
+    id2label = _json(config).get("id2label")
     return [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+
+
+def _shared_labels(paths: list[Path]) -> list[str] | None:
+    """The class names every model agrees on; models whose labels differ cannot be scored on one key."""
+    found = {str(p): _label_names(p) for p in paths}
+    known = {p: names for p, names in found.items() if names is not None}
+    if len({tuple(n) for n in known.values()}) > 1:
+        detail = "; ".join(f"{p}: {n}" for p, n in known.items())
+        raise EdgekdError(f"the models' labels differ, so one accuracy cannot be scored for all: {detail}")
+    if known and len(known) < len(found):
+        return None  # some model does not say what its outputs mean
+    return next(iter(known.values()), None)
 
 
 def target_for(path: Path) -> Target:
@@ -59,7 +86,12 @@ def target_for(path: Path) -> Target:
         return Target(name=f"{path.parent.name}/{path.name} onnxruntime cpu", path=path, runtime="onnxruntime",
                       pad_id=_pad_id(tok), model=path.stem, format="onnx", file_bytes=folder_size(path))
     if path.is_dir() and (path / "bundle.json").is_file():
-        manifest = json.loads((path / "bundle.json").read_text())
+        if not DEPLOY_RUNTIME.is_file():
+            raise EdgekdError(f"{path}: timing a bundle needs {DEPLOY_RUNTIME.name}, which ships with a source "
+                              "checkout of edgekd (pip install -e .)")
+        manifest = _json(path / "bundle.json")
+        if "model" not in manifest:
+            raise EdgekdError(f"{path / 'bundle.json'}: no 'model' entry; is this an edgekd bundle?")
         return Target(name=f"{path.name} bundle end-to-end", path=path, runtime="bundle",
                       pad_id=manifest.get("pad_id", _pad_id(path)), model=path.name, format="bundle",
                       precision=manifest.get("precision", "fp32"), file_bytes=folder_size(path / manifest["model"]))
@@ -80,7 +112,7 @@ def _positions(path: Path) -> int:
     config = (path if path.is_dir() else path.parent) / "config.json"
     if not config.is_file():
         return 1 << 30
-    return usable_positions(SimpleNamespace(**json.loads(config.read_text()))) or 1 << 30
+    return usable_positions(SimpleNamespace(**_json(config))) or 1 << 30
 
 
 def _vocab_size(path: Path) -> int:
@@ -91,8 +123,8 @@ def _vocab_size(path: Path) -> int:
 
         return Tokenizer.from_file(str(tok / "tokenizer.json")).get_vocab_size()
     config = (path if path.is_dir() else path.parent) / "config.json"
-    if config.is_file() and "vocab_size" in json.loads(config.read_text()):
-        return json.loads(config.read_text())["vocab_size"]
+    if config.is_file() and "vocab_size" in _json(config):
+        return _json(config)["vocab_size"]
     raise EdgekdError(f"{path}: no tokenizer.json or config.json beside it to size synthetic inputs; pass "
                       "--vocab-size N, or --data FILE with --tokenizer FOLDER")
 
@@ -122,28 +154,39 @@ def _shared_tokenizer(targets: list[Target]) -> Path:
     return next(iter(dirs.values()))
 
 
-def _config(args) -> BenchConfig:
+def _config(args, fixed_length: int) -> BenchConfig:
     try:
         return BenchConfig(rounds=args.rounds, sample=args.sample, warmup=args.warmup, threads=args.threads,
-                           fixed_length=min(args.fixed_length, min(_positions(p) for p in args.models)), strict=args.strict, max_other_cpu=args.max_other_cpu,
+                           fixed_length=fixed_length, strict=args.strict, max_other_cpu=args.max_other_cpu,
                            fixed_runs=args.fixed_runs, throughput_batch=args.throughput_batch, cuda="off")
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']} (got {err.get('input')!r})") from None
 
 
+def _baseline_name(baseline: int | str, names: list[str]) -> str:
+    if isinstance(baseline, int):
+        if baseline >= len(names):
+            raise EdgekdError(f"--baseline {baseline}: there are {len(names)} models (indices 0..{len(names) - 1})")
+        return names[baseline]
+    if baseline not in names:
+        raise EdgekdError(f"--baseline {baseline!r} is none of the models: {', '.join(names)}")
+    return baseline
+
+
 def bench_command(args) -> dict:
-    cfg = _config(args)
     targets = [target_for(p) for p in args.models]
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise EdgekdError(f"the same model is given twice: {', '.join(n for n in names if names.count(n) > 1)}")
-    label_names = None
+    baseline = _baseline_name(args.baseline, names)
     # No input may outrun the smallest position table among the models (a 512-position BERT, say).
     cap = min(_positions(p) for p in args.models)
     fixed_length, max_length = min(args.fixed_length, cap), min(args.max_length, cap)
     if fixed_length < args.fixed_length:
         log.warning("fixed-length setting capped at %d tokens: the models' position table ends there", cap)
+    cfg = _config(args, fixed_length)
+    label_names = _shared_labels(args.models) if args.data and args.label_column else None
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
         if args.data:
             texts, labels = _read_texts(args.data, args.text_column, args.label_column)
@@ -151,7 +194,6 @@ def bench_command(args) -> dict:
             if args.tokenizer:
                 for t in targets:
                     t.pad_id = _pad_id(tok)
-            label_names = _label_names(args.models[0])
             ids = None
             if labels is not None and label_names is not None:
                 unknown = sorted(set(labels) - set(label_names))
@@ -160,20 +202,20 @@ def bench_command(args) -> dict:
                                       f"({', '.join(label_names)})")
                 ids = [label_names.index(label) for label in labels]
             elif labels is not None:
-                log.warning("the model has no id2label in config.json: accuracy cannot be scored")
+                log.warning("not every model names its labels (config.json id2label, a bundle's labels.json): "
+                            "accuracy cannot be scored")
             inputs = from_texts(tok / "tokenizer.json", texts, ids, max_length, fixed_length,
                                 cfg.sample, args.seed, Path(tmp), describe=f"{len(texts)} texts of {args.data}")
             if ids is None:
                 label_names = None
         else:
-            vocab = args.vocab_size or _vocab_size(args.models[0])
+            vocab = args.vocab_size or min(_vocab_size(p) for p in args.models)  # valid ids for every model
             low, high = args.lengths
             if high > cap:
                 log.warning("synthetic lengths capped at %d tokens: the models' position table ends there", cap)
                 low, high = min(low, cap), cap
             inputs = synthetic(vocab, min(1000, vocab // 2), (low, high), args.samples, fixed_length, args.seed,
                                Path(tmp))
-        baseline = names[args.baseline] if isinstance(args.baseline, int) else args.baseline
         result = run_benchmark(targets, inputs, cfg, label_names, [baseline] if len(targets) > 1 else [])
     for row in result["rows"]:
         row.pop("predictions", None)

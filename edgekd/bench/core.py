@@ -28,6 +28,8 @@ from edgekd.versions import library_versions, machine_info
 
 log = logging.getLogger(__name__)
 SCHEMA = "edgekd.bench/v2"
+# deploy/edgekd_runtime.py, which bundle rows run: it ships with a source checkout (the editable install).
+DEPLOY_RUNTIME = Path(__file__).resolve().parents[2] / "deploy" / "edgekd_runtime.py"
 # After a model's turn its runtime's idle threads may still spin for a few milliseconds; a pause
 # keeps them from taking a core from the next model being timed.
 PAUSE_S = 0.05
@@ -66,10 +68,14 @@ class WorkerProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "edgekd.bench.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         job = {**target.describe(), "path": str(target.path), "pad_id": target.pad_id,
-               "runtime_dir": str(Path(__file__).resolve().parents[2] / "deploy")}
-        self.load_s = self.send({"op": "load", "target": job, "inputs": str(inputs.npz),
-                                 "texts": str(inputs.texts) if inputs.texts else None,
-                                 "throughput": [cfg.throughput_batch, cfg.throughput_batches]})["load_s"]
+               "runtime_dir": str(DEPLOY_RUNTIME.parent)}
+        try:
+            self.load_s = self.send({"op": "load", "target": job, "inputs": str(inputs.npz),
+                                     "texts": str(inputs.texts) if inputs.texts else None,
+                                     "throughput": [cfg.throughput_batch, cfg.throughput_batches]})["load_s"]
+        except BaseException:
+            self.close()  # not yet in the caller's list of workers, so nobody else would
+            raise
 
     def send(self, cmd: dict) -> dict:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
@@ -108,10 +114,9 @@ def thread_settings(requested: list[int]) -> dict[str, int]:
         if n > logical:
             raise EdgekdError(f"bench threads: {n} threads cannot be timed on this machine's {logical} logical cores; "
                               f"use 1..{logical}, or 0 for all physical cores")
-        count = physical if n == 0 else n
-        tag = "tall" if n == 0 else f"t{n}"
-        if count not in out.values():
-            out[tag] = count
+        # Every requested setting is measured, even where two mean the same count (tall is 1 thread on a
+        # one-core machine): the report may name any of them.
+        out["tall" if n == 0 else f"t{n}"] = physical if n == 0 else n
     return out
 
 

@@ -11,7 +11,7 @@ import math
 
 from edgekd.artifacts import Artifact, atomic_write_json, folder_size
 from edgekd.bench.config import BenchConfig
-from edgekd.bench.core import Target, run_benchmark
+from edgekd.bench.core import DEPLOY_RUNTIME, Target, run_benchmark
 from edgekd.bench.inputs import from_texts
 from edgekd.errors import EdgekdError
 from edgekd.stage_context import StageContext
@@ -48,6 +48,9 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
                 name=f"{name.removesuffix('.onnx')} onnxruntime cpu", path=art.path, runtime="onnxruntime",
                 pad_id=art.pad_id, model=art.source, role=art.role, format="onnx", precision=art.precision,
                 file_bytes=folder_size(art.path), parameters=_parameters(source.path) if source else None))
+        elif art.type == "bundle" and cfg.bundle and not DEPLOY_RUNTIME.is_file():
+            log.warning("no bundle row: %s is not installed (it ships with a source checkout of edgekd)",
+                        DEPLOY_RUNTIME.name)
         elif art.type == "bundle" and cfg.bundle:
             model = artifacts.get(art.source)
             targets.append(Target(

@@ -31,17 +31,22 @@ def _speedup_cell(row: dict, reference: str | None, setting: str) -> str:
     return _ratio(row.get("speedup_vs", {}).get(reference, {}).get(setting))
 
 
+def _faster(ratio: float) -> str:
+    """'4.12× faster', or '1.25× slower' for a ratio below 1 (a speed-up of 0.8)."""
+    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
+
+
 def headline_lines(report: dict) -> list[str]:
     h = report.get("headline")
     if not h:
         return []
     s, cov = h["speedup_vs_onnxruntime"], h["speedup_vs_onnxruntime"]["coverage"]
     lines = [f"**{h['student']}** against the teacher on the same inputs ({h['setting']}):", "",
-             f"- **{s['median']:.2f}× faster than the teacher on ONNX Runtime fp32** (same runtime; median of "
-             f"{s['n']} paired rounds, {cov:.0%} interval {s['low']:.2f}–{s['high']:.2f}×)"]
+             f"- **{_faster(s['median'])} than the teacher on ONNX Runtime fp32** (same runtime; median of "
+             f"{s['n']} paired rounds, {cov:.0%} interval {s['low']:.2f}–{s['high']:.2f}× the teacher's speed)"]
     if "speedup_vs_pytorch" in h:
         p = h["speedup_vs_pytorch"]
-        lines.append(f"- {p['median']:.2f}× faster than the teacher in PyTorch eager (interval {p['low']:.2f}–"
+        lines.append(f"- {_faster(p['median'])} than the teacher in PyTorch eager (interval {p['low']:.2f}–"
                      f"{p['high']:.2f}×)")
     if "accuracy_delta_pt" in h:
         lines.append(f"- accuracy {_pct(h['accuracy'])} vs {_pct(h['teacher_accuracy'])} "

@@ -1,11 +1,13 @@
 """Pipeline adapter: resolve the model, fine-tune it, save it as the 'teacher' artifact."""
 
 import logging
+from pathlib import Path
 
 from edgekd.assets import resolve_model_dir
 from edgekd.evaluate import evaluate
 from edgekd.models import count_parameters, load_classifier, load_tokenizer, save_classifier
 from edgekd.models.io import torch_device
+from edgekd.preflight import check_head_fits_labels
 from edgekd.stage_context import StageContext
 from edgekd.teacher.config import TeacherConfig
 from edgekd.teacher.core import finetune
@@ -18,7 +20,13 @@ def run(cfg: TeacherConfig, ctx: StageContext) -> None:
     source = resolve_model_dir(model_source)
     splits = ctx.splits
     tokenizer = load_tokenizer(source)
-    model = load_classifier(source, label_names=splits.label_names)
+    if cfg.finetune:
+        model = load_classifier(source, label_names=splits.label_names)
+    else:
+        # Used as given, the head must already mean the data's labels: never a new (random) or reordered head.
+        # Preflight checked local folders; this also covers hub models, only here once downloaded.
+        model = load_classifier(source)
+        check_head_fits_labels(Path(source), model.config, None, splits.label_names)
     if cfg.finetune:
         device = torch_device(cfg.device)
         result = finetune(model, tokenizer, splits, cfg, ctx.seed, ctx.max_length, device)

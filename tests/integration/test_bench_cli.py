@@ -77,3 +77,23 @@ def test_bench_bad_input_gives_one_line_errors(foreign_onnx, tmp_path):
     _one_line_error(edgekd("bench", foreign_onnx / "exported.onnx", "--threads", "64", "--out", tmp_path / "x.json"),
                     "64 threads", "logical cores")
     _one_line_error(edgekd("bench", foreign_onnx / "exported.onnx", "--rounds", "0"), "--rounds")
+    _one_line_error(edgekd("bench", foreign_onnx / "exported.onnx", "--baseline", "3"), "--baseline 3", "0..0")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes((foreign_onnx / "exported.onnx").read_bytes())
+    (broken / "config.json").write_text("{ not json")
+    _one_line_error(edgekd("bench", broken / "model.onnx"), "config.json", "cannot be read as JSON")
+    proc = edgekd("bench", foreign_onnx / "exported.onnx", "--samples", "-1")
+    assert proc.returncode == 2 and "--samples" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_refuses_models_whose_labels_disagree(foreign_onnx, tiny_csv, tmp_path):
+    import shutil
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(foreign_onnx, swapped)
+    config = json.loads((swapped / "config.json").read_text())
+    config["id2label"] = {"0": "rotten", "1": "fresh"}
+    (swapped / "config.json").write_text(json.dumps(config))
+    _one_line_error(edgekd("bench", foreign_onnx / "exported.onnx", swapped / "exported.onnx", "--data", tiny_csv,
+                           "--label-column", "label"), "labels differ")

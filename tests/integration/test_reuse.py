@@ -117,3 +117,27 @@ def test_run_names_are_plain_folder_names(tmp_path, name):
     path.write_text("stages:\n  - kind: teacher\n")
     with pytest.raises(ConfigError, match="name"):
         load_pipeline(path, [f"name={name}"])
+
+
+def test_an_interrupted_forced_rerun_never_leaves_stale_stages_after_it(setup, monkeypatch):
+    """--rerun teacher, stopped after the teacher finished: the next plain run must redo prune, not reuse it."""
+    _, path, _, _ = setup
+    import edgekd.prune.stage as prune_stage
+
+    def interrupted(cfg, ctx):
+        raise KeyboardInterrupt
+
+    real_run = prune_stage.run
+    monkeypatch.setattr(prune_stage, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(load_pipeline(path), force=frozenset({"teacher"}))
+    monkeypatch.setattr(prune_stage, "run", real_run)
+    assert _statuses(path)[0] == ["skipped", "ran"]
+    assert _statuses(path)[0] == ["skipped", "skipped"]
+
+
+def test_a_relative_run_dir_works(setup, monkeypatch):
+    tmp, path, _, _ = setup
+    monkeypatch.chdir(tmp)
+    result = run_pipeline(load_pipeline(path, ["output_dir=runs"]))
+    assert result.run_dir.is_absolute() and [r.status for r in result.stages] == ["skipped", "skipped"]

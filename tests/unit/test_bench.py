@@ -83,9 +83,7 @@ def test_paired_speedup_cancels_drift_that_hits_both_models():
     # The machine slows down 2x in rounds 2 and 4; the model is always 2x faster than the reference.
     ref, model = [10.0, 20.0, 10.0, 20.0, 10.0], [5.0, 10.0, 5.0, 10.0, 5.0]
     paired = paired_speedup(ref, model)
-    assert paired["median"] == paired["low"] == paired["high"] == 2.0
-    # A ratio of medians of two runs taken at different times would have shown 4x or 1x.
-    assert np.median([20.0, 20.0]) / np.median([5.0, 5.0]) == 4.0
+    assert paired["median"] == paired["low"] == paired["high"] == 2.0 and paired["rounds"] == [2.0] * 5
 
 
 def test_latency_by_length_buckets_have_inclusive_upper_edges():

@@ -110,3 +110,19 @@ def test_runtime_imports_no_torch_or_transformers():
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"hashlib", "json", "sys", "pathlib", "numpy", "onnxruntime", "tokenizers"}, imported
+
+
+def test_damaged_labels_manifest_or_tokenizer_are_one_line_errors(tmp_path, bundle_dir):
+    cases = {"labels.json": ("[broken", "labels.json: not valid JSON"),
+             "tokenizer.json": ("{}", "not a readable tokenizer.json")}
+    for name, (content, needle) in cases.items():
+        copy = tmp_path / name
+        shutil.copytree(bundle_dir, copy)
+        (copy / name).write_text(content)
+        with pytest.raises(rt.BundleError, match=needle):
+            rt.Bundle(copy)
+    short = tmp_path / "short"
+    shutil.copytree(bundle_dir, short)
+    (short / "labels.json").write_text('["only"]')
+    with pytest.raises(rt.BundleError, match="1 labels, but the model has 2 outputs"):
+        rt.Bundle(short)
