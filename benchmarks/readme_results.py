@@ -13,19 +13,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+from edgekd.report.markdown import faster, percent  # noqa: E402  (the report's own wording)
+
 BEGIN, END = "<!-- results:begin (written by benchmarks/readme_results.py) -->", "<!-- results:end -->"
 
 
 def _row(rows: list[dict], name: str) -> dict:
     return next(r for r in rows if r["name"] == name)
-
-
-def _faster(ratio: float) -> str:
-    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
 
 
 def _stage_lines(summary: dict) -> list[str]:
@@ -73,17 +69,17 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
         "(JSON beside it).", "",
         f"| | teacher, ONNX Runtime fp32 | {h['student'].removesuffix(' onnxruntime cpu')}, ONNX Runtime | ratio |",
         "|---|---|---|---|",
-        f"| test accuracy, batch 1 ({report['data']['sizes']['test']:,} texts) | {_pct(teacher['accuracy'])} | "
-        f"{_pct(student['accuracy'])} | {h['accuracy_delta_pt']:+.2f} points |",
-        f"| macro-F1 / worst-class recall | {teacher['macro_f1']:.4f} / {_pct(teacher['min_recall'])} | "
-        f"{student['macro_f1']:.4f} / {_pct(student['min_recall'])} | {h['macro_f1_delta']:+.4f} F1 |",
-        f"| p50 latency, `{setting}` | {lat(teacher):.2f} ms | {lat(student):.2f} ms | **{_faster(s['median'])}** "
+        f"| test accuracy, batch 1 ({report['data']['sizes']['test']:,} texts) | {percent(teacher['accuracy'])} | "
+        f"{percent(student['accuracy'])} | {h['accuracy_delta_pt']:+.2f} points |",
+        f"| macro-F1 / worst-class recall | {teacher['macro_f1']:.4f} / {percent(teacher['min_recall'])} | "
+        f"{student['macro_f1']:.4f} / {percent(student['min_recall'])} | {h['macro_f1_delta']:+.4f} F1 |",
+        f"| p50 latency, `{setting}` | {lat(teacher):.2f} ms | {lat(student):.2f} ms | **{faster(s['median'])}** "
         f"({s['coverage']:.0%} interval {s['low']:.2f}–{s['high']:.2f}, {s['n']} paired rounds) |",
     ]
     if p:
         pt = _row(rows, h["teacher_pytorch"])
         lines.append(f"| the teacher in PyTorch eager instead, p50 | {lat(pt):.2f} ms | {lat(student):.2f} ms | "
-                     f"{_faster(p['median'])} ({p['low']:.2f}–{p['high']:.2f}) |")
+                     f"{faster(p['median'])} ({p['low']:.2f}–{p['high']:.2f}) |")
     lines += [
         f"| file | {teacher['file_bytes'] / 1e6:.1f} MB | {student['file_bytes'] / 1e6:.1f} MB | "
         f"**{h['size_ratio']:.2f}× smaller** |",

@@ -163,29 +163,42 @@ def prepare_data(config: PipelineConfig, run_dir: Path, keys: KeyInputs) -> tupl
     splits = make_splits(pairs, cfg.validation_fraction, cfg.test_fraction, config.seed, cfg.max_train_examples,
                          where=cfg.source)
     with _disk_full_is_a_user_error("data", folder):
-        _save_data(config, splits, staging_for=folder, key=key, digest=digest, started=started, t0=t0)
+        _save_data(config, splits, folder=folder, key=key, digest=digest, started=started, t0=t0)
     log.info("data: %s train / %s validation / %s test examples, classes %s", len(splits.train),
              len(splits.validation), len(splits.test), splits.label_names)
     return folder, digest
 
 
-def _save_data(config: PipelineConfig, splits, staging_for: Path, key: dict, digest: str, started: str,
+def _save_data(config: PipelineConfig, splits, folder: Path, key: dict, digest: str, started: str,
                t0: float) -> None:
     from edgekd.data import save_splits
 
-    cfg = config.data
-    staging = StagingDir(staging_for)
-    try:
-        save_splits(splits, staging.path)
+    def build(out: Path) -> dict:
+        save_splits(splits, out)
         sizes = {name: len(splits[name]) for name in ("train", "validation", "test")}
         per_class = {name: [splits[name].labels.count(i) for i in range(len(splits.label_names))] for name in sizes}
         metrics = {"sizes": sizes, "per_class": per_class, "label_names": splits.label_names}
-        atomic_write_json(staging.path / "manifest.json", _manifest(
-            "data", digest, None, cfg.model_dump(), key, started, time.perf_counter() - t0, metrics, {}, staging.path))
+        return _manifest("data", digest, None, config.data.model_dump(), key, started, time.perf_counter() - t0,
+                         metrics, {}, out)
+
+    _build_folder(folder, build)
+
+
+def _build_folder(folder: Path, build, replace: bool = False) -> dict:
+    """Make ``folder`` atomically: ``build(staging_path)`` writes into a staging folder and returns its
+    manifest, which is written last; the folder is renamed into place only then (``replace``: a finished
+    folder of the same name is retired first). On any failure the staging folder disappears."""
+    staging = StagingDir(folder)
+    try:
+        manifest = build(staging.path)
+        atomic_write_json(staging.path / "manifest.json", manifest)
+        if replace:
+            _retire(folder)
         staging.commit()
     except BaseException:
         staging.discard()
         raise
+    return manifest
 
 
 def run_pipeline(config: PipelineConfig, run_dir: Path | None = None, force: frozenset[str] = frozenset()
@@ -252,23 +265,16 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
 
 
 def _run_stage(entry, stage, ctx: StageContext, digest: str, parent: str, cfg: dict, key: dict, replace: bool) -> float:
-    """Run one stage into a staging folder and rename it to ``ctx.out`` when done; returns seconds."""
-    folder = ctx.out
-    staging = StagingDir(folder)
-    ctx.out = staging.path
-    started, t0 = _now(), time.perf_counter()
-    try:
+    """Run one stage into a staging folder that becomes ``ctx.out`` when done; returns seconds."""
+    folder, started, t0 = ctx.out, _now(), time.perf_counter()
+
+    def build(out: Path) -> dict:
+        ctx.out = out
         importlib.import_module(entry.module).run(stage, ctx)
-        seconds = time.perf_counter() - t0
-        atomic_write_json(staging.path / "manifest.json", _manifest(
-            stage.kind, digest, parent, cfg, key, started, seconds, ctx.metrics, ctx.outputs, staging.path))
-        if replace:  # forced: the finished folder of the same key is replaced
-            _retire(folder)
-        staging.commit()
-    except BaseException:
-        staging.discard()
-        raise
-    return seconds
+        return _manifest(stage.kind, digest, parent, cfg, key, started, time.perf_counter() - t0, ctx.metrics,
+                         ctx.outputs, out)
+
+    return _build_folder(folder, build, replace)["seconds"]
 
 
 def _retire(folder: Path) -> None:

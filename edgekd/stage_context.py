@@ -57,7 +57,3 @@ class StageContext:
             known["tokenizer"] = self.out / known["tokenizer"]
         self.outputs[name] = Artifact(name=name, type=type, path=path, meta=fields, **known)
         return path
-
-    def models(self) -> dict[str, Artifact]:
-        """Every PyTorch model folder produced so far (teacher, pruned, student...)."""
-        return {n: a for n, a in self.artifacts.items() if a.type == "hf-model"}

@@ -123,8 +123,9 @@ def _vocab_size(path: Path) -> int:
 
         return Tokenizer.from_file(str(tok / "tokenizer.json")).get_vocab_size()
     config = (path if path.is_dir() else path.parent) / "config.json"
-    if config.is_file() and "vocab_size" in _json(config):
-        return _json(config)["vocab_size"]
+    vocab = _json(config).get("vocab_size") if config.is_file() else None
+    if vocab:
+        return vocab
     raise EdgekdError(f"{path}: no tokenizer.json or config.json beside it to size synthetic inputs; pass "
                       "--vocab-size N, or --data FILE with --tokenizer FOLDER")
 

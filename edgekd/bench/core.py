@@ -126,7 +126,6 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
     if not targets:
         raise EdgekdError("nothing to benchmark: no model was given")
     threads = thread_settings(cfg.threads)
-    lengths = None
     workers: list[WorkerProcess] = []
     try:
         for i, target in enumerate(targets, 1):
@@ -238,7 +237,10 @@ def _busy_cpu_seconds() -> float:
     import psutil
 
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    # Not busy here: idle, waiting on I/O, and time the host gave to other guests (steal). Guest time is
+    # already inside user time on Linux, so it is taken out once to avoid counting it twice.
+    not_busy = t.idle + sum(getattr(t, f, 0.0) for f in ("iowait", "steal", "guest", "guest_nice"))
+    return sum(t) - not_busy
 
 
 def _steal_seconds() -> float:

@@ -74,8 +74,8 @@ def references(targets: list[Target]) -> list[str]:
 def run(cfg: BenchConfig, ctx: StageContext) -> None:
     splits = ctx.splits
     targets = plan_targets(ctx.artifacts, cfg)
-    tokenizers = {t.name: ctx.artifacts[t.model].tokenizer for t in targets if t.model in ctx.artifacts}
-    tokenizer = next(iter(tokenizers.values()))
+    # Every model of a run is pruned from the teacher and keeps its tokenizer: one tokenisation serves all.
+    tokenizer = next(ctx.artifacts[t.model].tokenizer for t in targets if t.model in ctx.artifacts)
     inputs = from_texts(tokenizer / "tokenizer.json", splits.test.texts, splits.test.labels, ctx.max_length,
                         min(cfg.fixed_length, ctx.max_length), cfg.sample, ctx.seed, ctx.out,
                         describe=f"the test split ({len(splits.test)} texts)")

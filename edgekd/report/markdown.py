@@ -9,7 +9,7 @@ def _params(n: int | None) -> str:
     return "–" if n is None else f"{n / 1e6:.2f}M"
 
 
-def _pct(x: float | None) -> str:
+def percent(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
 
 
@@ -31,7 +31,7 @@ def _speedup_cell(row: dict, reference: str | None, setting: str) -> str:
     return _ratio(row.get("speedup_vs", {}).get(reference, {}).get(setting))
 
 
-def _faster(ratio: float) -> str:
+def faster(ratio: float) -> str:
     """'4.12× faster', or '1.25× slower' for a ratio below 1 (a speed-up of 0.8)."""
     return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
 
@@ -42,17 +42,17 @@ def headline_lines(report: dict) -> list[str]:
         return []
     s, cov = h["speedup_vs_onnxruntime"], h["speedup_vs_onnxruntime"]["coverage"]
     lines = [f"**{h['student']}** against the teacher on the same inputs ({h['setting']}):", "",
-             f"- **{_faster(s['median'])} than the teacher on ONNX Runtime fp32** (same runtime; median of "
+             f"- **{faster(s['median'])} than the teacher on ONNX Runtime fp32** (same runtime; median of "
              f"{s['n']} paired rounds, {cov:.0%} interval {s['low']:.2f}–{s['high']:.2f}× the teacher's speed)"]
     if "speedup_vs_pytorch" in h:
         p = h["speedup_vs_pytorch"]
-        lines.append(f"- {_faster(p['median'])} than the teacher in PyTorch eager (interval {p['low']:.2f}–"
+        lines.append(f"- {faster(p['median'])} than the teacher in PyTorch eager (interval {p['low']:.2f}–"
                      f"{p['high']:.2f}×)")
     if "accuracy_delta_pt" in h:
-        lines.append(f"- accuracy {_pct(h['accuracy'])} vs {_pct(h['teacher_accuracy'])} "
+        lines.append(f"- accuracy {percent(h['accuracy'])} vs {percent(h['teacher_accuracy'])} "
                      f"(**{h['accuracy_delta_pt']:+.2f} points**, batch 1 as deployed), macro-F1 "
-                     f"{h['macro_f1_delta']:+.4f}, worst-class recall {_pct(h['min_recall'])} vs "
-                     f"{_pct(h['teacher_min_recall'])}")
+                     f"{h['macro_f1_delta']:+.4f}, worst-class recall {percent(h['min_recall'])} vs "
+                     f"{percent(h['teacher_min_recall'])}")
     lines += [f"- file **{h['size_ratio']:.2f}× smaller** than the teacher's fp32 ONNX file; peak RSS "
               f"{h['peak_rss_ratio']:.2f}× lower than the teacher's ONNX Runtime process", ""]
     return lines
@@ -81,9 +81,9 @@ def render_markdown(report: dict) -> str:
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = ([r["name"], f"{r['runtime']} {r['device']}", str(r["precision"]), _params(r.get("parameters")),
-                  _mb(r.get("file_bytes")), _pct(r.get("accuracy")), _pct(r.get("batched", {}).get("accuracy")),
+                  _mb(r.get("file_bytes")), percent(r.get("accuracy")), percent(r.get("batched", {}).get("accuracy")),
                   "–" if "macro_f1" not in r else f"{r['macro_f1']:.4f}",
-                  "–" if "min_recall" not in r else f"{_pct(r['min_recall'])} ({r['min_recall_class']})"]
+                  "–" if "min_recall" not in r else f"{percent(r['min_recall'])} ({r['min_recall_class']})"]
                  + [_lat(r, f"real_b1_{t}") for t in tags]
                  + [_lat(r, f"real_b1_{tags[0]}", "p90"), f"{r['cv'].get(f'real_b1_{tags[0]}', 0):.1%}"]
                  + [f"{r['peak_rss_mb']:.0f}", _speedup_cell(r, ort_ref, setting), _speedup_cell(r, pt_ref, setting)])
