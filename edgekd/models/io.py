@@ -19,6 +19,7 @@ from edgekd.models.arch import arch_of, encoder_layers, resize_layer
 
 log = logging.getLogger(__name__)
 LAYOUT_KEY = "edgekd_layout"
+LOW_RANK_KEY = "edgekd_low_rank"  # {"ranks": {"ffn_in": [r or null per layer], ...}}, see edgekd.prune.lowrank
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -127,7 +128,9 @@ def load_classifier(folder: str, label_names: list[str] | None = None, attn_impl
     attn_implementation = _supported_attention(config, attn_implementation)
     new_head = _new_head_reason(config, label_names)
     layout = getattr(config, LAYOUT_KEY, None)
-    if layout is None or _stock_compatible(config, layout):
+    # Low-rank factorised Linears (edgekd.prune.lowrank) have other parameter names: never the stock loader.
+    low_rank = getattr(config, LOW_RANK_KEY, None)
+    if low_rank is None and (layout is None or _stock_compatible(config, layout)):
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, attn_implementation=attn_implementation, **_label_kwargs(label_names),
             # a different number of labels gives the classifier another shape: make it new instead of failing
@@ -160,12 +163,20 @@ def _load_with_layout(folder: str, config, layout: dict, attn_implementation: st
     for key, value in _label_kwargs(label_names).items():
         setattr(config, key, value)
     build = config.__class__.from_dict(config.to_dict())
-    # Build with one head (it divides any hidden width), then give every layer its real shapes.
-    setattr(build, arch.cfg_heads, 1)
+    reshape = layout is not None and not _stock_compatible(config, layout)  # else only low-rank modules differ
+    if reshape:
+        # Build with one head (it divides any hidden width), then give every layer its real shapes.
+        setattr(build, arch.cfg_heads, 1)
     model = AutoModelForSequenceClassification.from_config(build, attn_implementation=attn_implementation)
     hidden = getattr(config, arch.cfg_hidden)
-    for layer, heads, ffn in zip(encoder_layers(model), layout["heads"], layout["ffn"]):
-        resize_layer(model, layer, hidden, heads, layout["head_dim"], ffn)
+    if reshape:
+        for layer, heads, ffn in zip(encoder_layers(model), layout["heads"], layout["ffn"]):
+            resize_layer(model, layer, hidden, heads, layout["head_dim"], ffn)
+    low_rank = getattr(config, LOW_RANK_KEY, None)
+    if low_rank is not None:
+        from edgekd.prune.lowrank import apply_low_rank_layout  # the module that makes these layers rebuilds them
+
+        apply_low_rank_layout(model, low_rank)
     weights = Path(folder) / "model.safetensors"
     if not weights.is_file():
         raise AssetError(f"{folder}: pruned layout needs model.safetensors next to config.json")

@@ -7,8 +7,10 @@ import torch
 from edgekd.data.tokenize import batches, encode
 from edgekd.evaluate import evaluate
 from edgekd.models import load_classifier, load_tokenizer, save_classifier
+from edgekd.prune.budget import config_for_target, median_length
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.core import prune
+from edgekd.prune.lowrank import factorize_linears
 from edgekd.stage_context import StageContext
 
 
@@ -25,11 +27,19 @@ def run(cfg: PruneConfig, ctx: StageContext) -> None:
     tokenizer = load_tokenizer(teacher_dir)
     teacher = load_classifier(teacher_dir)
     splits = ctx.splits
+    if cfg.target is not None:  # a latency budget picks the ratios, by timing candidate shapes on this machine
+        length = cfg.target.sequence_length or median_length(tokenizer, splits.train.texts, ctx.max_length)
+        cfg, ctx.metrics["budget"] = config_for_target(
+            cfg, load_classifier(teacher_dir, attn_implementation="eager"), tokenizer.pad_token_id, length)
     calib = calibration_batches(tokenizer, splits.train.texts, splits.train.labels, ctx.max_length,
                                 cfg.calibration_batch_size, cfg.calibration_batches)
     student, report = prune(teacher, cfg, calib)
     ctx.metrics.update(dataclasses.asdict(report))
     ctx.metrics["parameter_ratio"] = round(report.parameters_after / report.parameters_before, 4)
+    if cfg.low_rank is not None:  # after pruning, before distillation; the ranks travel in config.json
+        lr = cfg.low_rank
+        ctx.metrics["low_rank"] = dataclasses.asdict(
+            factorize_linears(student, lr.rank, lr.energy, lr.include, lr.multiple_of))
     # Accuracy right after pruning, before any recovery: how much distillation has to win back.
     ctx.metrics["validation"] = evaluate(student, tokenizer, splits.validation, len(splits.label_names), ctx.max_length)
     save_classifier(student, tokenizer, ctx.add_output(

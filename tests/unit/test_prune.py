@@ -38,7 +38,7 @@ def _logits(model, batch):
         return model(**batch).logits
 
 
-@pytest.mark.parametrize("importance", ["taylor", "magnitude"])
+@pytest.mark.parametrize("importance", ["taylor", "magnitude", "activation"])
 def test_prune_heads_ffn_layers_and_reload(tiny, importance, tmp_path):
     arch, folder = tiny
     model = load_classifier(str(folder), attn_implementation="eager")
@@ -83,11 +83,12 @@ def test_uniform_ffn_and_depth_pruning_stays_stock_loadable(tmp_path):
     torch.testing.assert_close(_logits(stock, batch), _logits(student.eval(), batch))
 
 
+@pytest.mark.parametrize("importance", ["taylor", "activation"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_hidden_width_pruning(tmp_path, arch):
+def test_hidden_width_pruning(tmp_path, arch, importance):
     folder = make_tiny_model_dir(tmp_path / "m", arch)
-    student, report = prune(load_classifier(str(folder)),
-                            PruneConfig(head_ratio=0.5, ffn_ratio=0.5, hidden_ratio=0.25, layer_ratio=0.0), _calibration())
+    cfg = PruneConfig(importance=importance, head_ratio=0.5, ffn_ratio=0.5, hidden_ratio=0.25, layer_ratio=0.0)
+    student, report = prune(load_classifier(str(folder)), cfg, _calibration())
     assert report.hidden_after == 48
     save_classifier(student, build_tokenizer(tmp_path / "tok"), tmp_path / "pruned", layout=report.layout)
     batch = _calibration(1)[0][0]
