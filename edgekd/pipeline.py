@@ -161,11 +161,11 @@ def prepare_data(config: PipelineConfig, run_dir: Path, keys: KeyInputs) -> tupl
     source = resolve_dataset_file(cfg.source)
     pairs = read_labelled_text(source, cfg.text_column, cfg.label_column, cfg.drop_labels, cfg.hub_split)
     splits = make_splits(pairs, cfg.validation_fraction, cfg.test_fraction, config.seed, cfg.max_train_examples,
-                         where=cfg.source)
+                         where=cfg.source, unlabelled_labels=cfg.unlabelled_labels)
     with _disk_full_is_a_user_error("data", folder):
         _save_data(config, splits, folder=folder, key=key, digest=digest, started=started, t0=t0)
-    log.info("data: %s train / %s validation / %s test examples, classes %s", len(splits.train),
-             len(splits.validation), len(splits.test), splits.label_names)
+    log.info("data: %s train / %s validation / %s test examples, classes %s, %d unlabelled texts", len(splits.train),
+             len(splits.validation), len(splits.test), splits.label_names, len(splits.unlabelled))
     return folder, digest
 
 
@@ -177,7 +177,8 @@ def _save_data(config: PipelineConfig, splits, folder: Path, key: dict, digest: 
         save_splits(splits, out)
         sizes = {name: len(splits[name]) for name in ("train", "validation", "test")}
         per_class = {name: [splits[name].labels.count(i) for i in range(len(splits.label_names))] for name in sizes}
-        metrics = {"sizes": sizes, "per_class": per_class, "label_names": splits.label_names}
+        metrics = {"sizes": sizes, "per_class": per_class, "label_names": splits.label_names,
+                   "unlabelled": len(splits.unlabelled)}
         return _manifest("data", digest, None, config.data.model_dump(), key, started, time.perf_counter() - t0,
                          metrics, {}, out)
 
@@ -234,9 +235,12 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
         # even by a later run after an interruption.
         parent_run = f"{parent}@{history[-1]['instance']}"
         cfg = stage.model_dump(mode="json")
-        settings, key_settings = keys.settings(entry.reads)
+        # A config may read more than its kind always does (a prune latency target times candidates on
+        # this machine's ONNX Runtime, so its key must cover the machine and those libraries).
+        extra_reads, extra_libs = stage.key_extras() if hasattr(stage, "key_extras") else ((), ())
+        settings, key_settings = keys.settings(entry.reads + tuple(extra_reads))
         key = {"kind": stage.kind, "config": cfg, "parent": parent_run, "settings": key_settings,
-               "libraries": library_versions(entry.libraries)}
+               "libraries": library_versions(entry.libraries + tuple(extra_libs))}
         digest = content_hash(key)
         folder = run_dir / f"{index:02d}-{stage.kind}-{digest}"
         manifest = read_manifest(folder)

@@ -35,6 +35,14 @@ def check_pipeline(config) -> None:
     ``config`` is an :class:`edgekd.config.PipelineConfig`. Hub models skip the folder checks: their
     files are only on this machine once the teacher stage has downloaded them.
     """
+    distill = _stage(config, "distill")
+    if distill is not None and distill.extra_data.unlabelled and not config.data.unlabelled_labels:
+        raise ConfigError("distill.extra_data.unlabelled: true needs an unlabelled pool; name the labels of the "
+                          "unlabelled rows in data.unlabelled_labels (e.g. [plot])")
+    if _stage(config, "peer") is not None:
+        from edgekd.peer.core import require_optimum
+
+        require_optimum()  # the peer stage runs after training: say so before the teacher trains
     source = config.model.source
     if source.startswith("hub:"):
         log.info("preflight: %s is a hub model; its folder is not checked before it is downloaded", source)
@@ -181,7 +189,7 @@ def data_label_names(config) -> list[str]:
     pairs = read_labelled_text(resolve_dataset_file(data.source), data.text_column, data.label_column,
                                data.drop_labels, data.hub_split)
     return make_splits(pairs, data.validation_fraction, data.test_fraction, config.seed, data.max_train_examples,
-                       where=data.source).label_names
+                       where=data.source, unlabelled_labels=data.unlabelled_labels).label_names
 
 
 def check_head_fits_labels(folder: Path, model_config, tensor_names: list[str] | None, labels: list[str]) -> None:

@@ -1,10 +1,11 @@
-"""Seeded, stratified train / validation / test splits with no text in two splits."""
+"""Seeded, stratified train / validation / test splits with no text in two splits, plus an optional pool of
+unlabelled texts (rows whose label is in ``data.unlabelled_labels``) that no split contains."""
 
 import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.artifacts import atomic_write_text
@@ -12,6 +13,7 @@ from edgekd.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")
+UNLABELLED_FILE = "unlabelled.jsonl"
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Splits:
     train: Split
     validation: Split
     test: Split
+    # In-domain texts without a usable label (e.g. plot synopses next to reviews); only a teacher labels them.
+    unlabelled: list[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> Split:
         return getattr(self, name)
@@ -43,13 +47,18 @@ def _label_order(labels: set[str]) -> list[str]:
 
 def make_splits(
     pairs: list[tuple[str, str]], validation_fraction: float, test_fraction: float, seed: int,
-    max_train_examples: int | None = None, where: str = "dataset",
+    max_train_examples: int | None = None, where: str = "dataset", unlabelled_labels: list[str] = (),
 ) -> Splits:
     """Deduplicate texts (first label wins), then split each class by the same fractions.
 
     The order of examples inside a class is fixed by a hash of the text before the seeded shuffle,
-    so the split depends only on the data and the seed, not on the file's row order.
+    so the split depends only on the data and the seed, not on the file's row order. Rows whose
+    label is in ``unlabelled_labels`` become ``Splits.unlabelled`` instead, without the texts that
+    also appear with a real label (those stay in their split, so no split text is ever unlabelled too).
     """
+    held_back = set(unlabelled_labels)
+    unlabelled = [text for text, label in pairs if label in held_back]
+    pairs = [(text, label) for text, label in pairs if label not in held_back]
     first_label: dict[str, str] = {}
     for text, label in pairs:
         first_label.setdefault(text, label)
@@ -79,7 +88,16 @@ def make_splits(
         parts["train"] = parts["train"][:max_train_examples]
     _check_train_has_every_class(names, parts, {n: len(t) for n, t in by_class.items()}, max_train_examples, where)
     splits = {s: Split([t for t, _ in parts[s]], [y for _, y in parts[s]]) for s in SPLIT_NAMES}
-    return Splits(label_names=names, **splits)
+    return Splits(label_names=names, **splits, unlabelled=_unlabelled_pool(unlabelled, set(first_label), rng))
+
+
+def _unlabelled_pool(texts: list[str], labelled: set[str], rng: random.Random) -> list[str]:
+    """Unique texts not in any split, in a seeded order that does not depend on the file's row order."""
+    pool = sorted(set(texts) - labelled, key=lambda t: hashlib.sha1(t.encode()).hexdigest())
+    if len(set(texts)) != len(pool):
+        log.info("unlabelled pool: left out %d texts that also have a label", len(set(texts) & labelled))
+    rng.shuffle(pool)
+    return pool
 
 
 def _check_train_has_every_class(names: list[str], parts: dict[str, list[tuple[str, int]]], sizes: dict[str, int],
@@ -103,12 +121,22 @@ def save_splits(splits: Splits, folder: Path) -> None:
         split = splits[name]
         lines = (json.dumps({"text": t, "label": y}, ensure_ascii=False) for t, y in zip(split.texts, split.labels))
         atomic_write_text(folder / f"{name}.jsonl", "\n".join(lines) + "\n")
+    if splits.unlabelled:
+        lines = (json.dumps({"text": t}, ensure_ascii=False) for t in splits.unlabelled)
+        atomic_write_text(folder / UNLABELLED_FILE, "\n".join(lines) + "\n")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def load_splits(folder: Path) -> Splits:
+    """The saved splits; ``unlabelled`` is empty when the folder has no unlabelled pool."""
     label_names = json.loads((folder / "labels.json").read_text())
     parts = {}
     for name in SPLIT_NAMES:
-        rows = [json.loads(line) for line in (folder / f"{name}.jsonl").read_text(encoding="utf-8").split("\n") if line]
+        rows = _jsonl(folder / f"{name}.jsonl")
         parts[name] = Split([r["text"] for r in rows], [r["label"] for r in rows])
-    return Splits(label_names=label_names, **parts)
+    pool = folder / UNLABELLED_FILE
+    unlabelled = [r["text"] for r in _jsonl(pool)] if pool.is_file() else []
+    return Splits(label_names=label_names, **parts, unlabelled=unlabelled)

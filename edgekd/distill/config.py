@@ -1,15 +1,60 @@
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from edgekd._config_base import StrictModel
 from edgekd._train_config import TrainingFields
+
+
+class ExtraDataConfig(StrictModel):
+    """Training text beyond the labelled split, labelled by the teacher with soft targets only.
+
+    Extra examples join the labelled ones in shuffled, mixed batches; their loss is
+    ``weight * T^2 * KL(teacher || student)`` (no CE: they have no gold label), a labelled example's
+    is the usual alpha-weighted KL + CE, and a batch averages over all its examples.
+    """
+
+    unlabelled: bool = Field(False, description="add the data step's unlabelled pool (data.unlabelled_labels)")
+    augment_copies: int = Field(0, ge=0, le=32, description="augmented variants per training sentence (0: off)")
+    augment_method: Literal["neighbours", "mask", "both"] = Field(
+        "neighbours", description="neighbours: swap whole words for one of their nearest teacher-embedding "
+        "neighbours; mask: replace tokens with the mask (or unknown) token; both: each chosen word gets either"
+    )
+    augment_fraction: float = Field(0.15, gt=0.0, le=1.0, description="share of a sentence's words changed per variant")
+    neighbours: int = Field(8, ge=1, le=256, description="k nearest embedding neighbours (cosine) a word may become")
+    max_extra: int | None = Field(None, ge=1, description="cap on extra examples, unlabelled first (None: all)")
+    weight: float = Field(1.0, gt=0.0, le=100.0, description="weight of an extra example's soft loss (1: as much as a "
+                          "labelled example's whole loss)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.unlabelled or self.augment_copies > 0
 
 
 class DistillConfig(TrainingFields):
     """Knowledge distillation from the fine-tuned teacher into the pruned student.
 
-    loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, y)
-         + beta * MSE(proj(h_s), h_t) over the layer map + gamma * attention-map KL over the layer map
+    loss = alpha * T_k^2 * KL(softmax(z_t / T_k) || softmax(z_s / T_k)) + (1 - alpha) * CE(z_s, y)
+         + beta  * mean over layer_map (s -> t) of masked MSE(P_s(h_s), h_t)
+         + gamma * mean over layer_map (s -> t) of KL(head-mean attn_t || head-mean attn_s), per query row
+         + relation_weight * mean over relation_layers (s -> t) and relations (qq, kk, vv) of
+               KL(softmax(X_t,r X_t,r^T / sqrt(d_t)) || softmax(X_s,r X_s,r^T / sqrt(d_s))), per query row
+         + contrastive_weight * InfoNCE(P_c(cls_s), cls_t; contrastive_temperature)
+
+    z: logits; y: labels; h: layer outputs [B, S, H]; attn: attention maps [B, heads, S, S]. Every
+    per-token term averages over real (non-pad) positions only.
+    - Temperature: T_k goes from ``temperature`` to ``temperature_end`` over the run's optimisation
+      steps k as ``temperature_schedule`` says (constant: T_k = temperature).
+    - Intermediate layers (beta, gamma): ``layer_map`` pairs student and teacher layer outputs; P_s is
+      a learned Linear per mapped layer from the student to the teacher width (identity when equal),
+      trained with the student. Default map: the teacher layer each student layer was pruned from.
+    - Relations (MiniLM / MiniLMv2): X is a layer's queries, keys or values read from its q/k/v
+      Linears, [B, S, A] with A = heads * head_dim, re-split into ``relation_heads`` heads r for both
+      models (d = A / relation_heads), so a student with fewer heads still compares head for head.
+    - Contrastive: cls = first-token final hidden state; P_c is a learned Linear to the teacher width;
+      the other examples of the batch are the negatives.
+    The teacher runs once per batch, in eval mode under no_grad, and only when beta, gamma,
+    relation_weight or contrastive_weight is above 0 (its logits are cached once before training).
     """
 
     kind: Literal["distill"] = "distill"
@@ -22,11 +67,55 @@ class DistillConfig(TrainingFields):
         None, description="student layer -> teacher layer for hidden/attention terms; default: the layer each student "
         "layer was pruned from"
     )
+    temperature_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="how T moves from temperature (first step) to temperature_end (last step)"
+    )
+    temperature_end: float | None = Field(
+        None, gt=0.0, le=20.0, description="T at the last step of a linear/cosine schedule (None: = temperature)"
+    )
+    relation_weight: float = Field(
+        0.0, ge=0.0, le=100.0, description="weight of the MiniLM Q/K/V self-attention relation term (0: off)"
+    )
+    relation_heads: int = Field(
+        12, ge=1, le=1024, description="relation heads both models' attention widths are re-split into; must divide "
+        "the student's and the teacher's heads * head_dim"
+    )
+    relations: list[Literal["qq", "kk", "vv"]] = Field(
+        default_factory=lambda: ["qq", "kk", "vv"], min_length=1, max_length=3,
+        description="relations compared: query-query, key-key, value-value"
+    )
+    relation_layers: dict[int, int] | None = Field(
+        None, description="student layer -> teacher layer for the relation term; default: last -> last"
+    )
+    contrastive_weight: float = Field(
+        0.0, ge=0.0, le=100.0, description="weight of the [CLS] InfoNCE term between student and teacher (0: off)"
+    )
+    contrastive_temperature: float = Field(
+        0.1, gt=0.0, le=10.0, description="temperature of the InfoNCE similarities"
+    )
+    extra_data: ExtraDataConfig = Field(
+        default_factory=ExtraDataConfig, description="teacher-labelled extra text: the unlabelled pool and "
+        "augmented training sentences (off by default)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent_terms(self) -> "DistillConfig":
+        if len(set(self.relations)) != len(self.relations):
+            raise ValueError(f"relations: {self.relations} repeats an entry; allowed: qq, kk, vv, each once")
+        if self.temperature_schedule == "constant" and self.temperature_end not in (None, self.temperature):
+            raise ValueError("temperature_end is only used by temperature_schedule linear or cosine")
+        return self
+
+    @property
+    def final_temperature(self) -> float:
+        return self.temperature if self.temperature_end is None else self.temperature_end
 
     @staticmethod
     def summary(m: dict) -> str:
+        extra = (m.get("extra_data") or {}).get("total")
+        note = f", {extra} teacher-labelled extra examples" if extra else ""
         return (f"{m.get('epochs_run')} epoch(s), best {m.get('best_epoch')}, validation accuracy "
-                f"{100 * m['validation']['accuracy']:.2f}%")
+                f"{100 * m['validation']['accuracy']:.2f}%{note}")
 
     def requires(self) -> list[str]:
         return ["teacher", "pruned"]

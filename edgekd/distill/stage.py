@@ -1,7 +1,11 @@
 """Pipeline adapter: distil the fine-tuned teacher into the pruned student."""
 
+import time
+
 import numpy as np
 
+from edgekd.data.tokenize import encode
+from edgekd.distill.augment import build_extra_examples, extra_data_metrics
 from edgekd.distill.config import DistillConfig
 from edgekd.distill.core import distill
 from edgekd.evaluate import evaluate
@@ -19,8 +23,20 @@ def run(cfg: DistillConfig, ctx: StageContext) -> None:
     tokenizer = load_tokenizer(pruned_dir)
     splits = ctx.splits
     device = torch_device(cfg.device)
-    result, logits = distill(student, teacher, tokenizer, splits, cfg, ctx.seed, ctx.max_length, device)
-    np.save(ctx.out / "teacher_logits.npy", logits)
+    extra, extra_metrics = None, {}
+    if cfg.extra_data.enabled:
+        start = time.perf_counter()
+        train_ids = encode(tokenizer, splits.train.texts, ctx.max_length)
+        extra = build_extra_examples(tokenizer, teacher, splits.unlabelled, train_ids, cfg.extra_data, ctx.seed,
+                                     ctx.max_length)
+        extra_metrics = {"build_seconds": round(time.perf_counter() - start, 1)}
+    result, logits = distill(student, teacher, tokenizer, splits, cfg, ctx.seed, ctx.max_length, device,
+                             extra_examples=extra)
+    np.save(ctx.out / "teacher_logits.npy", logits)  # [N_train + N_extra, C]: the training split's rows first
+    if extra is not None:
+        n_train = len(splits.train)
+        ctx.metrics["extra_data"] = {**extra_data_metrics(extra, logits[n_train:], n_train, splits.label_names),
+                                     **extra_metrics}
     ctx.metrics.update(device=str(device), train_seconds=round(result.seconds, 1), epochs_run=result.epochs_run,
                        best_epoch=result.best_epoch, steps=result.steps, history=result.history,
                        parameters=count_parameters(student))

@@ -141,3 +141,15 @@ def test_a_relative_run_dir_works(setup, monkeypatch):
     monkeypatch.chdir(tmp)
     result = run_pipeline(load_pipeline(path, ["output_dir=runs"]))
     assert result.run_dir.is_absolute() and [r.status for r in result.stages] == ["skipped", "skipped"]
+
+
+def test_a_latency_target_is_keyed_by_the_machine_and_plain_ratios_are_not(setup, monkeypatch):
+    """A target's shape is picked by timing candidates here: another machine must pick again."""
+    tmp, plain, model, data = setup
+    target = {"kind": "prune", "calibration_batches": 1, "target": {"latency_ms": 1000.0, "repeats": 2, "warmup": 1}}
+    path = write_pipeline(tmp / "target.yaml", model, data, tmp / "runs", [STAGES[0], target])
+    assert _statuses(path)[0] == ["skipped", "ran"]  # the teacher is shared with the plain pipeline
+    assert _statuses(path)[0] == ["skipped", "skipped"]
+    monkeypatch.setattr("edgekd.pipeline.machine_fingerprint", lambda: {"cpu": "another machine"})
+    assert _statuses(path)[0] == ["skipped", "ran"]
+    assert _statuses(plain)[0] == ["skipped", "skipped"]

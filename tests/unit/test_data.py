@@ -77,3 +77,54 @@ def test_unsupported_format(tmp_path):
     path.write_text("x")
     with pytest.raises(DataError, match="unsupported file type"):
         read_labelled_text(path, "text", "label", [])
+
+
+def _with_plot_rows(n=200):
+    plots = [(f"plot synopsis {i}", "plot") for i in range(30)]
+    # A plot text that is also a labelled review stays in its split; a repeated plot text is pooled once.
+    return _pairs(n) + plots + [("text number 5", "plot"), ("plot synopsis 0", "plot")]
+
+
+def test_unlabelled_rows_form_a_pool_outside_every_split(tmp_path):
+    splits = make_splits(_with_plot_rows(), 0.1, 0.2, seed=3, unlabelled_labels=["plot"])
+    assert splits.label_names == ["neg", "pos"]
+    assert sorted(splits.unlabelled) == sorted(f"plot synopsis {i}" for i in range(30))
+    in_splits = set(splits.train.texts + splits.validation.texts + splits.test.texts)
+    assert "text number 5" in in_splits and not in_splits & set(splits.unlabelled)
+    # The pool does not move any labelled text: the splits equal those with the plot rows dropped.
+    dropped = make_splits(_pairs(200), 0.1, 0.2, seed=3)
+    assert all(splits[s].texts == dropped[s].texts for s in ("train", "validation", "test"))
+    assert make_splits(_with_plot_rows(), 0.1, 0.2, seed=3, unlabelled_labels=["plot"]).unlabelled == splits.unlabelled
+    save_splits(splits, tmp_path / "with")
+    assert load_splits(tmp_path / "with").unlabelled == splits.unlabelled
+    save_splits(dropped, tmp_path / "without")
+    assert not (tmp_path / "without" / "unlabelled.jsonl").exists()
+    assert load_splits(tmp_path / "without").unlabelled == []
+
+
+def test_a_label_both_dropped_and_unlabelled_is_an_error():
+    from pydantic import ValidationError
+
+    from edgekd.data import DataConfig
+
+    with pytest.raises(ValidationError, match=r"\['plot'\] are in both data.drop_labels and data.unlabelled_labels"):
+        DataConfig(drop_labels=["plot", "x"], unlabelled_labels=["plot"])
+    assert DataConfig(drop_labels=["x"], unlabelled_labels=["plot"]).unlabelled_labels == ["plot"]
+
+
+def test_data_step_keeps_the_pool_under_its_own_key(tmp_path):
+    from edgekd.config import validate_pipeline
+    from edgekd.pipeline import KeyInputs, prepare_data
+    from tests.conftest import make_texts
+
+    path = tmp_path / "reviews.jsonl"
+    rows = make_texts(60) + [(f"the plot of film {i}", "plot") for i in range(10)]
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    folders = {}
+    for name, data in {"dropped": {"drop_labels": ["plot"]}, "pooled": {"unlabelled_labels": ["plot"]}}.items():
+        config = validate_pipeline({"data": {"source": str(path), **data}, "stages": [{"kind": "teacher"}]})
+        folders[name], _ = prepare_data(config, tmp_path / "run", KeyInputs(config))
+    assert folders["dropped"] != folders["pooled"]  # the new field is part of the split folder's key
+    assert len(load_splits(folders["pooled"]).unlabelled) == 10 and load_splits(folders["dropped"]).unlabelled == []
+    manifest = json.loads((folders["pooled"] / "manifest.json").read_text())
+    assert manifest["metrics"]["unlabelled"] == 10 and manifest["metrics"]["label_names"] == ["fresh", "rotten"]
