@@ -96,7 +96,7 @@ def _add_bench_parser(sub) -> None:
                    help=".onnx file, Hugging Face model folder (config.json + safetensors) or edgekd bundle folder")
     src = b.add_argument_group("inputs (a dataset, or synthetic token ids when --data is not given)")
     src.add_argument("--data", type=Path, help="dataset file (.csv .tsv .jsonl .json .parquet) whose text is tokenised "
-                     "with the models' tokenizer (they must share one)")
+                     "with each model's own tokenizer (the same texts for all)")
     src.add_argument("--text-column", default="text", help="text column of --data (default: text)")
     src.add_argument("--label-column", help="label column of --data; accuracy is scored when the model's config.json "
                      "has id2label")

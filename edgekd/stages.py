@@ -7,14 +7,17 @@ is one entry here plus its folder (config.py, core.py, stage.py).
 
 from dataclasses import dataclass
 
+from edgekd.ablation.config import AblationConfig
 from edgekd.bench.config import BenchConfig
 from edgekd.bundle.config import BundleConfig
 from edgekd.distill.config import DistillConfig
 from edgekd.export.config import ExportConfig
+from edgekd.peer.config import PeerConfig
 from edgekd.prune.config import PruneConfig
 from edgekd.quantize.config import QuantizeConfig
 from edgekd.report.config import ReportConfig
 from edgekd.teacher.config import TeacherConfig
+from edgekd.vocab.config import VocabConfig
 
 TRAINING_LIBS = ("torch", "transformers", "tokenizers")
 
@@ -33,10 +36,14 @@ STAGES: dict[str, StageEntry] = {
     "teacher": StageEntry(TeacherConfig, "edgekd.teacher.stage", ("model", "max_length", "seed"), TRAINING_LIBS),
     "prune": StageEntry(PruneConfig, "edgekd.prune.stage", ("max_length", "seed"), TRAINING_LIBS + ("torch-pruning",)),
     "distill": StageEntry(DistillConfig, "edgekd.distill.stage", ("max_length", "seed"), TRAINING_LIBS),
+    "ablation": StageEntry(AblationConfig, "edgekd.ablation.stage", ("max_length", "seed"), TRAINING_LIBS),
+    "vocab": StageEntry(VocabConfig, "edgekd.vocab.stage", ("max_length",), TRAINING_LIBS),
     "export": StageEntry(ExportConfig, "edgekd.export.stage", ("max_length",),
                          TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime")),
     "quantize": StageEntry(QuantizeConfig, "edgekd.quantize.stage", ("max_length",),
                            ("transformers", "tokenizers", "onnx", "onnxruntime")),
+    "peer": StageEntry(PeerConfig, "edgekd.peer.stage", ("max_length",),
+                       TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime")),  # torch runs the export
     "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), ()),
     "bench": StageEntry(BenchConfig, "edgekd.bench.stage", ("max_length", "seed", "machine"),
                         TRAINING_LIBS + ("onnxruntime", "numpy")),

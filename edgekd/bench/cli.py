@@ -1,8 +1,8 @@
 """`edgekd bench MODEL [MODEL ...]`: the pipeline's benchmark on models edgekd did not make.
 
 A MODEL is an .onnx file, a Hugging Face model folder (config.json) or an edgekd bundle
-(bundle.json). Inputs come from a dataset file (its text column, tokenised with the models'
-tokenizer) or are synthesised: random token ids with lengths drawn from a range.
+(bundle.json). Inputs come from a dataset file (its text column, tokenised with each model's
+own tokenizer) or are synthesised: random token ids with lengths drawn from a range.
 """
 
 import json
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from edgekd.artifacts import atomic_write_json, folder_size
 from edgekd.bench.config import BenchConfig
 from edgekd.bench.core import DEPLOY_RUNTIME, Target, run_benchmark
-from edgekd.bench.inputs import from_texts, synthetic
+from edgekd.bench.inputs import per_tokenizer, synthetic
 from edgekd.errors import ConfigError, EdgekdError
 
 log = logging.getLogger(__name__)
@@ -142,17 +142,14 @@ def _read_texts(data: Path, text_column: str, label_column: str | None) -> tuple
     return [str(r[text_column]) for r in rows if r.get(text_column)], None
 
 
-def _shared_tokenizer(targets: list[Target]) -> Path:
+def _model_tokenizers(targets: list[Target]) -> list[Path]:
+    """Each model's own tokenizer folder; models with different tokenizers read the same texts with their own."""
     dirs = {t.name: _tokenizer_dir(t.path) for t in targets}
     missing = [n for n, d in dirs.items() if d is None]
     if missing:
         raise EdgekdError(f"{missing[0]}: no tokenizer.json next to the model; pass --tokenizer FOLDER, or use "
                           "synthetic inputs (no --data)")
-    contents = {d.joinpath("tokenizer.json").read_bytes() for d in dirs.values()}
-    if len(contents) > 1:
-        raise EdgekdError("the models use different tokenizers, so they cannot be fed identical inputs; benchmark "
-                          "them separately or with synthetic inputs")
-    return next(iter(dirs.values()))
+    return list(dirs.values())
 
 
 def _config(args, fixed_length: int) -> BenchConfig:
@@ -191,10 +188,11 @@ def bench_command(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
         if args.data:
             texts, labels = _read_texts(args.data, args.text_column, args.label_column)
-            tok = Path(args.tokenizer) if args.tokenizer else _shared_tokenizer(targets)
+            # --tokenizer: one tokenisation for every model; else each model's own (identical files share one).
+            tokenizers = [Path(args.tokenizer)] * len(targets) if args.tokenizer else _model_tokenizers(targets)
             if args.tokenizer:
                 for t in targets:
-                    t.pad_id = _pad_id(tok)
+                    t.pad_id = _pad_id(Path(args.tokenizer))
             ids = None
             if labels is not None and label_names is not None:
                 unknown = sorted(set(labels) - set(label_names))
@@ -205,8 +203,12 @@ def bench_command(args) -> dict:
             elif labels is not None:
                 log.warning("not every model names its labels (config.json id2label, a bundle's labels.json): "
                             "accuracy cannot be scored")
-            inputs = from_texts(tok / "tokenizer.json", texts, ids, max_length, fixed_length,
-                                cfg.sample, args.seed, Path(tmp), describe=f"{len(texts)} texts of {args.data}")
+            per_model = per_tokenizer([d / "tokenizer.json" for d in tokenizers], texts, ids, max_length,
+                                      fixed_length, cfg.sample, args.seed, Path(tmp),
+                                      describe=f"{len(texts)} texts of {args.data}")
+            for t, d in zip(targets, tokenizers):
+                t.inputs = per_model[d / "tokenizer.json"]
+            inputs = targets[0].inputs
             if ids is None:
                 label_names = None
         else:

@@ -50,12 +50,18 @@ class Target:
     device: str = "cpu"
     file_bytes: int | None = None
     parameters: int | None = None
+    # False: accuracy only (e.g. ablation models, not deployment candidates): its worker predicts every row
+    # but sits out the timing rounds, and its row's timing fields (latency_ms, rounds_p50_ms...) are empty.
+    timed: bool = True
+    # This model's own tokenisation of the benchmark texts (same texts, sample and order, its own ids);
+    # None: the inputs passed to run_benchmark, shared by every model with the same tokenizer.
+    inputs: BenchInputs | None = None
     extra: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {"name": self.name, "model": self.model, "role": self.role, "format": self.format,
                 "precision": self.precision, "runtime": self.runtime, "device": self.device,
-                "file_bytes": self.file_bytes, "parameters": self.parameters, **self.extra}
+                "file_bytes": self.file_bytes, "parameters": self.parameters, "timed": self.timed, **self.extra}
 
 
 class WorkerProcess:
@@ -130,24 +136,25 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
     try:
         for i, target in enumerate(targets, 1):
             log.info("[load %d/%d] %s", i, len(targets), target.name)
-            workers.append(WorkerProcess(target, inputs, cfg))
-        first = {w.target.name: w.send({"op": "first"})["first_s"] for w in workers}
+            workers.append(WorkerProcess(target, target.inputs or inputs, cfg))
+        timed = [w for w in workers if w.target.timed]
+        first = {w.target.name: w.send({"op": "first"})["first_s"] for w in timed}
         timings = {w.target.name: {} for w in workers}
         with LoadSampler() as load:
             for tag, count in threads.items():
-                for w in workers:
+                for w in timed:
                     w.send({"op": "threads", "n": count})
                     w.send({"op": "warmup", "n": cfg.warmup})
                 for r in range(cfg.rounds):
                     start = time.perf_counter()
-                    for k in range(len(workers)):
-                        w = workers[(k + r) % len(workers)]  # rotate who goes first
+                    for k in range(len(timed)):
+                        w = timed[(k + r) % len(timed)]  # rotate who goes first
                         reply = w.send({"op": "round", "fixed_runs": cfg.fixed_runs, "turn_warmup": cfg.turn_warmup})
                         timings[w.target.name].setdefault(tag, []).append(reply)
                         time.sleep(PAUSE_S)
                     log.info("threads %s (%d), round %d/%d: %d models timed on %d inputs in %.0f s", tag, count, r + 1,
-                             cfg.rounds, len(workers), inputs.sample, time.perf_counter() - start)
-            tokenize = {w.target.name: w.send({"op": "tokenize"})["tokenize"] for w in workers
+                             cfg.rounds, len(timed), inputs.sample, time.perf_counter() - start)
+            tokenize = {w.target.name: w.send({"op": "tokenize"})["tokenize"] for w in timed
                         if w.target.runtime == "bundle"}
         quality = {}
         for w in workers:
@@ -159,14 +166,16 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
     finally:
         for w in workers:
             w.close()
-    with np.load(inputs.npz) as data:
-        offsets, labels, sample = data["real_offsets"], data["labels"], data["sample"]
-        fixed_length = len(data["fixed_ids"])  # the setting is named after the input it really timed
-    lengths = np.diff(offsets)[sample]
     rows = []
     for w in workers:
         name = w.target.name
-        row = {**w.target.describe(), "load_s": round(w.load_s, 3), "first_inference_ms": round(1000 * first[name], 3),
+        own = w.target.inputs or inputs
+        with np.load(own.npz) as data:  # the same texts and labels for all; lengths follow each model's tokenizer
+            offsets, labels, sample = data["real_offsets"], data["labels"], data["sample"]
+            fixed_length = len(data["fixed_ids"])  # the setting is named after the input it really timed
+        lengths = np.diff(offsets)[sample]
+        row = {**w.target.describe(), "inputs": own.npz.name, "load_s": round(w.load_s, 3),
+               **({"first_inference_ms": round(1000 * first[name], 3)} if name in first else {}),
                "peak_rss_mb": rss[name], **_timing_summary(timings[name], lengths, fixed_length, cfg)}
         if name in tokenize:
             row["tokenize_ms"] = latency_stats(tokenize[name])
@@ -226,7 +235,7 @@ def _add_speedups(rows: list[dict], reference: str) -> None:
     if ref is None:
         raise EdgekdError(f"reference {reference!r} is not one of the benchmarked rows: "
                           f"{', '.join(r['name'] for r in rows)}")
-    for row in rows:
+    for row in (r for r in rows if r.get("timed", True)):  # accuracy-only rows have no rounds to pair
         row.setdefault("speedup_vs", {})[reference] = {
             key: paired_speedup(ref["rounds_p50_ms"][key], rounds)
             for key, rounds in row["rounds_p50_ms"].items() if key in ref["rounds_p50_ms"]}

@@ -12,7 +12,7 @@ import math
 from edgekd.artifacts import Artifact, atomic_write_json, folder_size
 from edgekd.bench.config import BenchConfig
 from edgekd.bench.core import DEPLOY_RUNTIME, Target, run_benchmark
-from edgekd.bench.inputs import from_texts
+from edgekd.bench.inputs import per_tokenizer
 from edgekd.errors import EdgekdError
 from edgekd.stage_context import StageContext
 
@@ -28,7 +28,7 @@ def _parameters(model_dir) -> int:
 
 
 def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Target]:
-    """One target per (model, runtime), teacher rows first."""
+    """One target per (model, runtime), teacher rows first, accuracy-only rows (ablation models) last."""
     targets = []
     for name, art in artifacts.items():
         if art.type == "hf-model" and art.role in ("teacher", "student"):
@@ -42,6 +42,13 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
                 if torch.cuda.is_available():
                     targets.append(Target(name=f"{name} pytorch cuda", runtime="pytorch", device="cuda", **common,
                                           extra={"device_name": torch.cuda.get_device_name(0)}))
+        elif art.type == "hf-model" and art.role == "ablation":
+            # Not a deployment candidate: scored on the test split beside the distilled student, never timed.
+            targets.append(Target(
+                name=f"{name} pytorch cpu", path=art.path, runtime="pytorch", pad_id=art.pad_id, model=name,
+                role=art.role, format="pytorch", precision=art.precision or "fp32", timed=False,
+                file_bytes=folder_size(art.path / "model.safetensors"), parameters=_parameters(art.path),
+                extra={"variant": art.meta.get("variant")}))
         elif art.type == "onnx":
             source = artifacts.get(art.source)
             targets.append(Target(
@@ -61,26 +68,35 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
     if not targets:
         raise EdgekdError("the bench stage found no model to measure: add a teacher, distill, export or quantize "
                           "stage before it")
-    return sorted(targets, key=lambda t: t.role != "teacher")
+    return sorted(targets, key=lambda t: (t.role != "teacher", not t.timed))
 
 
 def references(targets: list[Target]) -> list[str]:
-    """The teacher on ONNX Runtime fp32 (same runtime as the int8 students) and in PyTorch on CPU."""
-    names = [t.name for t in targets if t.role == "teacher" and t.device == "cpu"
-             and (t.runtime, t.precision) in (("onnxruntime", "fp32"), ("pytorch", "fp32"))]
-    return sorted(names, key=lambda n: "pytorch" in n)  # ONNX Runtime first: it is the headline
+    """The teacher on ONNX Runtime fp32 (same runtime as the int8 students), the teacher in PyTorch on
+    CPU, then the peer path (optimum's own int8 of the teacher), each where the run has it."""
+    teacher = [t for t in targets if t.role == "teacher" and t.device == "cpu"
+               and (t.runtime, t.precision) in (("onnxruntime", "fp32"), ("pytorch", "fp32"))]
+    teacher.sort(key=lambda t: t.runtime == "pytorch")  # ONNX Runtime first: it is the headline
+    peers = [t for t in targets if t.role == "peer" and t.runtime == "onnxruntime"]
+    return [t.name for t in teacher + peers]
 
 
 def run(cfg: BenchConfig, ctx: StageContext) -> None:
     splits = ctx.splits
     targets = plan_targets(ctx.artifacts, cfg)
-    # Every model of a run is pruned from the teacher and keeps its tokenizer: one tokenisation serves all.
-    tokenizer = next(ctx.artifacts[t.model].tokenizer for t in targets if t.model in ctx.artifacts)
-    inputs = from_texts(tokenizer / "tokenizer.json", splits.test.texts, splits.test.labels, ctx.max_length,
-                        min(cfg.fixed_length, ctx.max_length), cfg.sample, ctx.seed, ctx.out,
-                        describe=f"the test split ({len(splits.test)} texts)")
-    log.info("benchmarking %d models on %d test inputs per round (%d rounds), accuracy on all %d",
-             len(targets), inputs.sample, cfg.rounds, len(splits.test))
+    # Each model reads the test texts with its own artifact's tokenizer (a vocabulary-trimmed student numbers
+    # its tokens differently from the teacher): the same texts and sampled rows in the same order for every
+    # model, one tokenisation per distinct tokenizer.json.
+    by_path = {art.path: art for art in ctx.artifacts.values()}
+    tokenizers = [by_path[t.path].tokenizer / "tokenizer.json" for t in targets]
+    per_model = per_tokenizer(tokenizers, splits.test.texts, splits.test.labels, ctx.max_length,
+                              min(cfg.fixed_length, ctx.max_length), cfg.sample, ctx.seed, ctx.out,
+                              describe=f"the test split ({len(splits.test)} texts)")
+    for target, tokenizer in zip(targets, tokenizers):
+        target.inputs = per_model[tokenizer]
+    inputs = targets[0].inputs
+    log.info("benchmarking %d models on %d test inputs per round (%d rounds, %d tokenisations), accuracy on all %d",
+             len(targets), inputs.sample, cfg.rounds, len({i.npz for i in per_model.values()}), len(splits.test))
     bench = run_benchmark(targets, inputs, cfg, splits.label_names, references(targets))
     for i, row in enumerate(bench["rows"], 1):
         atomic_write_json(ctx.out / "predictions" / f"{i:02d}.json",

@@ -6,13 +6,16 @@ report.json, schema "edgekd.report/v2":
   bench{config, threads, inputs, load{..., disturbed}, latency_setting, references},
   headline{student, teacher_onnxruntime, teacher_pytorch, setting, speedup_vs_onnxruntime{median, low, high,
            coverage}, speedup_vs_pytorch{...}, accuracy_delta_pt, macro_f1_delta, min_recall, size_ratio,
-           peak_rss_ratio},
+           peak_rss_ratio, peer, speedup_vs_peer{...}, peer_accuracy, accuracy_delta_vs_peer_pt, size_ratio_vs_peer
+           (the peer fields only when the run has a peer row)},
   rows[{name, model, role, format, precision, runtime, device, parameters, file_bytes, load_s, first_inference_ms,
         accuracy, macro_f1, min_recall, min_recall_class, per_class{label: {precision, recall, f1, support}},
         confusion[[gold][pred]], batched{batch_size, accuracy, macro_f1},
         latency_ms{setting: {p50, p90, p99, mean, stdev, min, runs}}, rounds_p50_ms{setting: [...]}, cv{setting},
         by_length{setting: {bucket: {p50, p90, ..., inputs}}}, throughput_eps{setting}, peak_rss_mb,
         speedup_vs{reference row: {setting: {median, low, high, coverage, n, rounds}}}, tokenize_ms (bundle)}]
+        (rows with timed false are scored only: empty timing fields, no first_inference_ms or speedup_vs),
+  ablation{split, reference, budget, rows[...]} only when the run has ablation rows (see ablation_section)
 Settings: real_b1_t1 (the test inputs, batch 1, 1 thread), real_b1_tall (all physical cores),
 fixed128_b1_t1 (one 128-token input); throughput real_b32_t1 and so on. Accuracy is batch 1 (as
 the bundle runs), with the batched figure beside it.
@@ -71,6 +74,20 @@ def headline(rows: list[dict], history: list[dict], setting: str) -> dict | None
                    accuracy_delta_pt=round(100 * (student["accuracy"] - ort_teacher["accuracy"]), 2),
                    macro_f1_delta=round(student["macro_f1"] - ort_teacher["macro_f1"], 4),
                    min_recall=student["min_recall"], teacher_min_recall=ort_teacher["min_recall"])
+    out.update(_peer_headline(student, find_row(rows, role="peer"), setting))
+    return out
+
+
+def _peer_headline(student: dict, peer: dict | None, setting: str) -> dict:
+    """The shipped student against the peer path (optimum export + ORTOptimizer + ORTQuantizer dynamic
+    int8 of the teacher): what edgekd adds over the route a user would take without it."""
+    if peer is None:
+        return {}
+    out = {"peer": peer["name"], "speedup_vs_peer": _speedup(student, peer, setting),
+           "size_ratio_vs_peer": round(peer["file_bytes"] / student["file_bytes"], 2)}
+    if "accuracy" in student and "accuracy" in peer:
+        out.update(peer_accuracy=peer["accuracy"],
+                   accuracy_delta_vs_peer_pt=round(100 * (student["accuracy"] - peer["accuracy"]), 2))
     return out
 
 
@@ -80,6 +97,50 @@ def _speedup(row: dict, reference: dict, setting: str) -> dict:
         raise EdgekdError(f"report: no paired timing of {row['name']} against {reference['name']} on {setting}; "
                           f"settings measured: {', '.join(row['latency_ms'])}")
     return {k: paired[k] for k in ("median", "low", "high", "coverage", "n")}
+
+
+def _validation_accuracy(history: list[dict], row: dict) -> float | None:
+    """The validation accuracy the stage that trained ``row``'s model recorded (teacher, distill, ablation)."""
+    for h in reversed(history):
+        metrics = h.get("metrics", {})
+        if h["kind"] == "ablation" and row.get("variant") in metrics.get("variants", {}):
+            return metrics["variants"][row["variant"]]["validation"]["accuracy"]
+        if row["model"] in h.get("outputs", {}) and h["kind"] in ("teacher", "distill"):
+            return metrics.get("validation", {}).get("accuracy")
+    return None
+
+
+def ablation_section(rows: list[dict], history: list[dict]) -> dict | None:
+    """Does distillation help? The teacher, the distilled student and the ablation students on the test split.
+
+    {split, reference, budget, rows[{name, model, what, variant, validation_accuracy, accuracy, macro_f1,
+    recall{label: r}, accuracy_delta_pt, macro_f1_delta}]}: PyTorch fp32 rows on CPU, batch 1; the deltas
+    are against the distilled student. None when the run has no ablation rows.
+    """
+    ablation = [r for r in rows if r["role"] == "ablation"]
+    if not ablation:
+        return None
+    teacher = find_row(rows, role="teacher", runtime="pytorch", device="cpu") or \
+        find_row(rows, role="teacher", runtime="onnxruntime", precision="fp32")
+    distilled = find_row(rows, model="student", runtime="pytorch", device="cpu")
+    stage = next((h for h in reversed(history) if h["kind"] == "ablation"), {})
+
+    def entry(row: dict, what: str) -> dict:
+        out = {"name": row["name"], "model": row["model"], "what": what, "variant": row.get("variant"),
+               "validation_accuracy": _validation_accuracy(history, row), "accuracy": row.get("accuracy"),
+               "macro_f1": row.get("macro_f1"),
+               "recall": {label: c["recall"] for label, c in row.get("per_class", {}).items()}}
+        if distilled is not None and "accuracy" in row and "accuracy" in distilled:
+            out.update(accuracy_delta_pt=round(100 * (row["accuracy"] - distilled["accuracy"]), 2),
+                       macro_f1_delta=round(row["macro_f1"] - distilled["macro_f1"], 4))
+        return out
+
+    described = [(teacher, "teacher"), (distilled, "distilled student")] + [
+        (r, "hard-label student (no distillation)" if r.get("variant") == "hard-labels"
+         else f"distilled, {str(r.get('variant')).removeprefix('no-')} = 0") for r in ablation]
+    return {"split": "test", "reference": distilled["name"] if distilled else None,
+            "budget": stage.get("metrics", {}).get("budget"),
+            "rows": [entry(row, what) for row, what in described if row is not None]}
 
 
 def build_report(bench: dict, history: list[dict], pipeline: dict, latency_setting: str) -> dict:
@@ -101,6 +162,7 @@ def build_report(bench: dict, history: list[dict], pipeline: dict, latency_setti
         "bench": {"config": bench["config"], "threads": bench["threads"], "inputs": bench["inputs"],
                   "load": bench["load"], "latency_setting": latency_setting, "references": bench["references"]},
         "headline": headline(rows, history, latency_setting),
+        **({"ablation": ablation_section(rows, history)} if any(r["role"] == "ablation" for r in rows) else {}),
         "rows": rows,
     }
 

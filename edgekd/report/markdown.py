@@ -48,6 +48,7 @@ def headline_lines(report: dict) -> list[str]:
         p = h["speedup_vs_pytorch"]
         lines.append(f"- {faster(p['median'])} than the teacher in PyTorch eager (interval {p['low']:.2f}–"
                      f"{p['high']:.2f}×)")
+    lines += _peer_headline_lines(h)
     if "accuracy_delta_pt" in h:
         lines.append(f"- accuracy {percent(h['accuracy'])} vs {percent(h['teacher_accuracy'])} "
                      f"(**{h['accuracy_delta_pt']:+.2f} points**, batch 1 as deployed), macro-F1 "
@@ -58,12 +59,34 @@ def headline_lines(report: dict) -> list[str]:
     return lines
 
 
+def _peer_headline_lines(h: dict) -> list[str]:
+    """The student against the route a user would take without edgekd; nothing when the run has no peer."""
+    if "speedup_vs_peer" not in h:
+        return []
+    s = h["speedup_vs_peer"]
+    line = (f"- **{faster(s['median'])} than the peer path** (optimum export + ORTOptimizer + ORTQuantizer dynamic "
+            f"int8 of the teacher, `{h['peer']}`; interval {s['low']:.2f}–{s['high']:.2f}×)")
+    if "accuracy_delta_vs_peer_pt" in h:
+        line += (f"; accuracy {percent(h['accuracy'])} vs the peer's {percent(h['peer_accuracy'])} "
+                 f"(**{h['accuracy_delta_vs_peer_pt']:+.2f} points**)")
+    return [line + f"; file {h['size_ratio_vs_peer']:.2f}× smaller than the peer's"]
+
+
+def _reference(refs: list[str], rows: list[dict], **match) -> str | None:
+    """The reference row (by name) whose row fields match, e.g. role="peer"."""
+    by_name = {r["name"]: r for r in rows}
+    return next((n for n in refs if n in by_name and all(by_name[n].get(k) == v for k, v in match.items())), None)
+
+
 def render_markdown(report: dict) -> str:
-    rows, bench = report["rows"], report["bench"]
+    # Accuracy-only rows (ablation models, never timed) are not in the timing tables: the ablation section has them.
+    rows, bench = [r for r in report["rows"] if r.get("timed", True)], report["bench"]
     setting = bench["latency_setting"]
     tags = list(bench["threads"])
     refs = bench.get("references") or []
-    ort_ref = next((r for r in refs if "onnxruntime" in r), refs[0] if refs else None)
+    peer_ref = _reference(refs, rows, role="peer")
+    # The peer's name says onnxruntime too: it is told apart from the teacher by its role.
+    ort_ref = next((r for r in refs if "onnxruntime" in r and r != peer_ref), refs[0] if refs else None)
     pt_ref = next((r for r in refs if "pytorch" in r), None)
     m, load = report["machine"], bench["load"]
     lines = [f"# edgekd report: {report['run']['name']}", "",
@@ -76,7 +99,8 @@ def render_markdown(report: dict) -> str:
     lines += headline_lines(report)
     head = (["model", "runtime", "precision", "params", "size MB", "accuracy (b1)", f"accuracy (b{_batch(rows)})",
              "macro-F1", "worst recall"] + [f"p50 ms {t}" for t in tags] + [f"p90 ms {tags[0]}", f"CV {tags[0]}"]
-            + ["peak RSS MB", f"vs {ort_ref or '–'}", f"vs {pt_ref or '–'}"])
+            + ["peak RSS MB", f"vs {ort_ref or '–'}", f"vs {pt_ref or '–'}"]
+            + ([f"vs {peer_ref} (peer path)"] if peer_ref else []))
     lines += ["## Models", "", f"Speed-ups: median of paired per-round ratios on `{setting}` [interval].", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -86,11 +110,13 @@ def render_markdown(report: dict) -> str:
                   "–" if "min_recall" not in r else f"{percent(r['min_recall'])} ({r['min_recall_class']})"]
                  + [_lat(r, f"real_b1_{t}") for t in tags]
                  + [_lat(r, f"real_b1_{tags[0]}", "p90"), f"{r['cv'].get(f'real_b1_{tags[0]}', 0):.1%}"]
-                 + [f"{r['peak_rss_mb']:.0f}", _speedup_cell(r, ort_ref, setting), _speedup_cell(r, pt_ref, setting)])
+                 + [f"{r['peak_rss_mb']:.0f}", _speedup_cell(r, ort_ref, setting), _speedup_cell(r, pt_ref, setting)]
+                 + ([_speedup_cell(r, peer_ref, setting)] if peer_ref else []))
         lines.append("| " + " | ".join(cells) + " |")
     if report.get("run", {}).get("pipeline"):
         lines += ["", "![accuracy vs latency](report.png)"]
     lines += _length_table(rows, setting) + _class_table(rows, report) + _other_settings(rows, tags)
+    lines += ablation_lines(report)
     if report.get("stages"):
         lines += ["", "## Pipeline", "", "| stage | seconds | notes |", "|---|---|---|"]
         for s in report["stages"]:
@@ -108,6 +134,32 @@ def render_markdown(report: dict) -> str:
               f"{load['load1_mean']}, max {load['load1_max']}.",
               "- Versions: " + ", ".join(f"{k} {val}" for k, val in report["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def ablation_lines(report: dict) -> list[str]:
+    """The ablation table: teacher, distilled student and students trained without (some of) distillation."""
+    a = report.get("ablation")
+    if not a:
+        return []
+    labels = list(dict.fromkeys(label for r in a["rows"] for label in r["recall"]))
+    budget = a.get("budget") or {}
+    head = ["model", "what", "validation accuracy", "test accuracy", "Δ vs distilled", "macro-F1", "Δ macro-F1"]
+    lines = ["", "## Ablation: does distillation help?", "",
+             f"Test split, PyTorch fp32 on CPU, batch 1. Every student starts from the same pruned weights and trains "
+             f"with the distill stage's budget ({budget.get('epochs', '–')} epoch(s) at most, batch "
+             f"{budget.get('batch_size', '–')}, learning rate {budget.get('learning_rate', '–')}, early stopping on "
+             "validation), one seed: `benchmarks/distill_seeds.py` measures the spread across seeds. Deltas are "
+             f"against {a['reference'] or 'the distilled student'}; nothing here was selected on the test split.", "",
+             "| " + " | ".join(head + [f"recall {c}" for c in labels]) + " |",
+             "|" + "---|" * (len(head) + len(labels))]
+    for r in a["rows"]:
+        delta = "–" if "accuracy_delta_pt" not in r else f"{r['accuracy_delta_pt']:+.2f} pt"
+        f1_delta = "–" if "macro_f1_delta" not in r else f"{r['macro_f1_delta']:+.4f}"
+        cells = ([r["name"], r["what"], percent(r.get("validation_accuracy")), percent(r.get("accuracy")), delta,
+                  "–" if r.get("macro_f1") is None else f"{r['macro_f1']:.4f}", f1_delta]
+                 + [percent(r["recall"].get(c)) for c in labels])
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _batch(rows: list[dict]) -> str:

@@ -2,6 +2,15 @@
 
 from pathlib import Path
 
+# Teacher rows red, edgekd's models blue, the peer path (optimum's int8 of the teacher) green.
+ROLE_COLOURS = {"teacher": "tab:red", "peer": "tab:green"}
+
+
+def point_label(row: dict) -> str:
+    """The annotation of a row's point: its name and file size, and what the peer row stands for."""
+    label = f"{row['name']}\n{row['file_bytes'] / 1e6:.1f} MB"
+    return f"peer path (optimum int8)\n{label}" if row["role"] == "peer" else label
+
 
 def plot(report: dict, path: Path) -> None:
     """Accuracy vs p50 latency (log x), marker area proportional to file size."""
@@ -19,12 +28,12 @@ def plot(report: dict, path: Path) -> None:
     biggest = max(r["file_bytes"] for r in rows)
     # Labels alternate above and below in latency order so neighbouring points stay readable.
     for i, r in enumerate(sorted(rows, key=lambda r: r["latency_ms"][setting]["p50"])):
-        colour = "tab:red" if r["role"] == "teacher" else "tab:blue"
+        colour = ROLE_COLOURS.get(r["role"], "tab:blue")
         xy = (r["latency_ms"][setting]["p50"], 100 * r["accuracy"])
         ax.scatter(*xy, s=40 + 1200 * r["file_bytes"] / biggest, alpha=0.45, color=colour, edgecolors="black",
                    linewidths=0.6)
-        ax.annotate(f"{r['name']}\n{r['file_bytes'] / 1e6:.1f} MB", xy, fontsize=7, xytext=(8, 8 if i % 2 == 0 else -18),
-                    textcoords="offset points")
+        ax.annotate(point_label(r), xy, fontsize=7, xytext=(8, 8 if i % 2 == 0 else -18), textcoords="offset points",
+                    color="darkgreen" if r["role"] == "peer" else "black")
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
     ax.set_xlim(lo / 1.1, hi * 1.8)  # room for the slowest point's label
