@@ -34,7 +34,8 @@ def _stage_lines(summary: dict) -> list[str]:
     bench = summary["report"]["bench"]
     if "bench" in secs:  # training times are in the result file; they depend on how busy the machine was then
         lines.append(f"- The benchmark itself took {secs['bench'] / 60:.1f} min: {bench['config']['rounds']} rounds × "
-                     f"{len(bench['threads'])} thread settings × {len(summary['report']['rows'])} rows on "
+                     f"{len(bench['threads'])} thread settings × {sum(r.get('timed', True) for r in summary['report']['rows'])} "
+                     f"timed rows on "
                      f"{bench['inputs']['sample']} texts, then batch-1 and batched accuracy of every row on all "
                      f"{bench['inputs']['rows']:,} test texts.")
     return lines
@@ -80,6 +81,13 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
         pt = _row(rows, h["teacher_pytorch"])
         lines.append(f"| the teacher in PyTorch eager instead, p50 | {lat(pt):.2f} ms | {lat(student):.2f} ms | "
                      f"{faster(p['median'])} ({p['low']:.2f}–{p['high']:.2f}) |")
+    if h.get("peer"):
+        peer, v = _row(rows, h["peer"]), h["speedup_vs_peer"]
+        lines.append(f"| the peer path instead (optimum export + ORTOptimizer + ORTQuantizer dynamic int8 of the "
+                     f"teacher): p50 / accuracy / file | {lat(peer):.2f} ms / {percent(peer['accuracy'])} / "
+                     f"{peer['file_bytes'] / 1e6:.1f} MB | {lat(student):.2f} ms / {percent(student['accuracy'])} / "
+                     f"{student['file_bytes'] / 1e6:.1f} MB | **{faster(v['median'])}** ({v['low']:.2f}–{v['high']:.2f})"
+                     f", {h['accuracy_delta_vs_peer_pt']:+.2f} points, {h['size_ratio_vs_peer']:.2f}× smaller |")
     lines += [
         f"| file | {teacher['file_bytes'] / 1e6:.1f} MB | {student['file_bytes'] / 1e6:.1f} MB | "
         f"**{h['size_ratio']:.2f}× smaller** |",
@@ -89,6 +97,16 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
         "",
     ]
     lines += _stage_lines(summary)
+    ablation = report.get("ablation")
+    if ablation:
+        by_what = {r["what"]: r for r in ablation["rows"]}
+        distilled = by_what.get("distilled student")
+        for what, r in by_what.items():
+            if what in ("teacher", "distilled student") or distilled is None:
+                continue
+            lines.append(f"- Ablation, PyTorch fp32 on the test split: the {what} reached {percent(r['accuracy'])} "
+                         f"(macro-F1 {r['macro_f1']:.4f}) against {percent(distilled['accuracy'])} "
+                         f"({distilled['macro_f1']:.4f}) for the distilled student, {r['accuracy_delta_pt']:+.2f} points.")
     if previous is not None:
         lines.append(_repeat_line(summary, previous, previous_path))
     return "\n".join(lines)

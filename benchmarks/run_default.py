@@ -49,6 +49,10 @@ def main() -> int:
     md = (result.run_dir / "report.md").read_text().replace("![accuracy vs latency](report.png)\n", "")
     atomic_write_text(stem.with_suffix(".md"), md)
     print(f"wrote {stem}.json and {stem}.md (measured {measured})")
+    from frontier import RESULTS, render
+
+    atomic_write_text(RESULTS / "frontier.md", render())
+    print("benchmarks/results/frontier.md rewritten with it")
     if not args.no_readme:
         from readme_results import update_readme
 

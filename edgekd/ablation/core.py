@@ -18,7 +18,7 @@ from torch import nn
 from edgekd.ablation.config import HARD_LABELS, AblationConfig, loss_terms, variant_name
 from edgekd.data.split import Splits
 from edgekd.distill.config import DistillConfig
-from edgekd.distill.core import distill
+from edgekd.distill.core import check_same_tokenizer, distill
 from edgekd.errors import ConfigError
 from edgekd.models import load_classifier, load_tokenizer
 from edgekd.models.io import torch_device
@@ -60,7 +60,10 @@ def variant_configs(distill_cfg: DistillConfig, cfg: AblationConfig) -> dict[str
             on = [t for t in terms if getattr(distill_cfg, t) != 0]
             raise ConfigError(f"ablation.drop_terms: {term!r} is already 0 in the distill stage, so that variant "
                               f"would be the distilled student again; terms switched on there: {', '.join(on)}")
-        out[variant_name(term)] = DistillConfig.model_validate({**base, term: 0.0})
+        # Extra text is learned from the teacher's soft targets only: without the soft-target term it goes too.
+        targets_off = {f: DistillConfig.model_fields[f].get_default(call_default_factory=True)
+                       for f in TEACHER_TARGET_FIELDS} if term == "alpha" else {}
+        out[variant_name(term)] = DistillConfig.model_validate({**base, term: 0.0, **targets_off})
     seen: dict[str, str] = {}
     for name, variant in out.items():
         same = variant.model_dump_json()
@@ -111,6 +114,7 @@ def train_variants(teacher_dir: str, pruned_dir: str, splits: Splits, variants: 
         teacher = load_classifier(teacher_dir, attn_implementation=attn)
         student = load_classifier(pruned_dir, attn_implementation=attn)
         tokenizer = load_tokenizer(pruned_dir)
+        check_same_tokenizer(load_tokenizer(teacher_dir), tokenizer)
         log.info("%s: training the pruned student with loss weights %s, %d epoch(s), seed %d", name,
                  loss_weights(cfg), cfg.epochs, seed)
         result, used = train_variant(student, teacher, tokenizer, splits, cfg, seed, max_length,

@@ -43,6 +43,15 @@ def last_layer_map(student: nn.Module, teacher: nn.Module) -> dict[int, int]:
     return {len(encoder_layers(student)) - 1: len(encoder_layers(teacher)) - 1}
 
 
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
+    """The teacher reads the student's token ids (cached logits, per-batch forwards, augmentation):
+    both must number tokens alike, so a vocabulary trimmed before distillation is refused."""
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(f"distill: the teacher ({len(teacher_tokenizer)} tokens) and the student "
+                          f"({len(student_tokenizer)} tokens) number their tokens differently; trim the vocabulary "
+                          "after distillation (a vocab stage on the distilled student), not before")
+
+
 def check_layer_map(layer_map: dict[int, int], student: nn.Module, teacher: nn.Module,
                     field: str = "layer_map") -> None:
     n_s, n_t = len(encoder_layers(student)), len(encoder_layers(teacher))

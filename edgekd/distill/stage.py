@@ -7,7 +7,7 @@ import numpy as np
 from edgekd.data.tokenize import encode
 from edgekd.distill.augment import build_extra_examples, extra_data_metrics
 from edgekd.distill.config import DistillConfig
-from edgekd.distill.core import distill
+from edgekd.distill.core import check_same_tokenizer, distill
 from edgekd.evaluate import evaluate
 from edgekd.models import count_parameters, load_classifier, load_tokenizer, save_classifier
 from edgekd.models.io import torch_device
@@ -21,6 +21,7 @@ def run(cfg: DistillConfig, ctx: StageContext) -> None:
     teacher = load_classifier(teacher_dir, attn_implementation=attn)
     student = load_classifier(pruned_dir, attn_implementation=attn)
     tokenizer = load_tokenizer(pruned_dir)
+    check_same_tokenizer(load_tokenizer(str(ctx.artifact("teacher").tokenizer or teacher_dir)), tokenizer)
     splits = ctx.splits
     device = torch_device(cfg.device)
     extra, extra_metrics = None, {}

@@ -31,6 +31,10 @@ class PeerConfig(StrictModel):
         return (f"{p['preset']}, level {p['optimization_level']}: validation {100 * p['validation']['accuracy']:.2f}%, "
                 f"{p['file_bytes'] / 1e6:.1f} MB (optimised fp32 {p['optimized_bytes'] / 1e6:.1f} MB); {fix}")
 
+    def key_extras(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Level 99 adds layouts for this machine's CPU: then the cache key covers the machine too."""
+        return (("machine",), ()) if self.optimization_level == 99 else ((), ())
+
     def requires(self) -> list[str]:
         return [self.model]
 

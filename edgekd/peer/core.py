@@ -61,6 +61,18 @@ def require_optimum() -> None:
                           f"{INSTALL_HINT}")
 
 
+def check_stock_layout(model_dir: Path, name: str) -> None:
+    """optimum loads the model with stock from_pretrained: a pruned or factorised layout would fail to
+    load, or load with freshly initialised layers. The peer path is the teacher's, as a user has it."""
+    import json
+
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    odd = [key for key in ("edgekd_layout", "edgekd_low_rank") if config.get(key)]
+    if odd:
+        raise EdgekdError(f"peer.model: {name!r} has an edgekd-specific layout ({', '.join(odd)} in its config.json) "
+                          "that optimum cannot load; the peer path starts from the unpruned teacher (model: teacher)")
+
+
 @contextmanager
 def default_tensor_type_float():
     """Make ORTQuantizer pass DefaultTensorType=FLOAT to ONNX Runtime's quantizer, for one call.

@@ -7,7 +7,7 @@ from edgekd.data.tokenize import encode
 from edgekd.metrics import classification_metrics
 from edgekd.models import load_tokenizer
 from edgekd.peer.config import PEER_ARTIFACT, PeerConfig
-from edgekd.peer.core import peer_quantize, require_optimum
+from edgekd.peer.core import check_stock_layout, peer_quantize, require_optimum
 from edgekd.quantize.core import onnx_predictions
 from edgekd.stage_context import StageContext
 
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 def run(cfg: PeerConfig, ctx: StageContext) -> None:
     require_optimum()  # before the splits are read or anything is exported
     src = ctx.artifact(cfg.model)
+    check_stock_layout(src.path, cfg.model)
     folder = PEER_ARTIFACT.removesuffix(".onnx")
     result = peer_quantize(src.path, ctx.out / folder, cfg)
     # The source's own tokenizer, saved as every ONNX stage does (its config carries the pad token).

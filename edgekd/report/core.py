@@ -75,6 +75,25 @@ def headline(rows: list[dict], history: list[dict], setting: str) -> dict | None
                    macro_f1_delta=round(student["macro_f1"] - ort_teacher["macro_f1"], 4),
                    min_recall=student["min_recall"], teacher_min_recall=ort_teacher["min_recall"])
     out.update(_peer_headline(student, find_row(rows, role="peer"), setting))
+    out.update(_budget_headline(student, ort_teacher, history))
+    return out
+
+
+def _budget_headline(student: dict, teacher: dict, history: list[dict]) -> dict:
+    """A prune latency target's prediction (candidate shapes timed before training) beside what the
+    bench measured for the shipped student at the same thread count; nothing without a target."""
+    budget = next((h.get("metrics", {}).get("budget") for h in history if h["kind"] == "prune"), None)
+    if not budget:
+        return {}
+    # The bench's thread tags: t1, tall (all physical cores, what a target's threads: 0 means), t<n>.
+    setting = "real_b1_tall" if budget["threads"] == 0 else f"real_b1_t{budget['threads']}"
+    out = {"latency_budget": {k: budget.get(k) for k in ("target", "budget_ms", "predicted_latency_ms",
+                                                          "predicted_speedup", "threads", "sequence_length",
+                                                          "clock")}}
+    measured = student.get("latency_ms", {}).get(setting)
+    if measured:
+        out["latency_budget"].update(setting=setting, measured_p50_ms=measured["p50"],
+                                     measured_speedup=_speedup(student, teacher, setting)["median"])
     return out
 
 

@@ -49,6 +49,14 @@ def headline_lines(report: dict) -> list[str]:
         lines.append(f"- {faster(p['median'])} than the teacher in PyTorch eager (interval {p['low']:.2f}–"
                      f"{p['high']:.2f}×)")
     lines += _peer_headline_lines(h)
+    if "latency_budget" in h:
+        b = h["latency_budget"]
+        measured = (f"; measured p50 {b['measured_p50_ms']:.3f} ms, {faster(b['measured_speedup'])} (`{b['setting']}`)"
+                    if "measured_p50_ms" in b else "")
+        goal = ", ".join(f"{k} {v}" for k, v in (b.get("target") or {}).items() if k in ("latency_ms", "speedup") and v)
+        lines.append(f"- latency target ({goal}): the prune stage predicted {b['predicted_latency_ms']:.3f} ms "
+                     f"({b['predicted_speedup']:.2f}× the teacher; untrained int8 candidates, "
+                     f"{b['sequence_length']} tokens, {b['threads']} thread(s), {b.get('clock') or 'wall'} clock){measured}")
     if "accuracy_delta_pt" in h:
         lines.append(f"- accuracy {percent(h['accuracy'])} vs {percent(h['teacher_accuracy'])} "
                      f"(**{h['accuracy_delta_pt']:+.2f} points**, batch 1 as deployed), macro-F1 "
@@ -150,6 +158,7 @@ def ablation_lines(report: dict) -> list[str]:
              f"{budget.get('batch_size', '–')}, learning rate {budget.get('learning_rate', '–')}, early stopping on "
              "validation), one seed: `benchmarks/distill_seeds.py` measures the spread across seeds. Deltas are "
              f"against {a['reference'] or 'the distilled student'}; nothing here was selected on the test split.", "",
+             *_ablation_caveats(report), "",
              "| " + " | ".join(head + [f"recall {c}" for c in labels]) + " |",
              "|" + "---|" * (len(head) + len(labels))]
     for r in a["rows"]:
@@ -160,6 +169,26 @@ def ablation_lines(report: dict) -> list[str]:
                  + [percent(r["recall"].get(c)) for c in labels])
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _ablation_caveats(report: dict) -> list[str]:
+    """What differs between the arms besides the loss: extra text (so more steps) and a trimmed vocabulary."""
+    metrics = {st["kind"]: st.get("metrics", {}) for st in report.get("stages", [])}
+    notes = []
+    distill, ablation = metrics.get("distill", {}), metrics.get("ablation", {})
+    extra = (distill.get("extra_data") or {}).get("total")
+    if extra:
+        steps = {name: v.get("steps") for name, v in (ablation.get("variants") or {}).items()}
+        notes.append(f"- Same epochs, not the same steps: the distilled student also learns from {extra:,} "
+                     f"teacher-labelled extra texts ({distill.get('steps')} steps; "
+                     + ", ".join(f"{name} {n}" for name, n in steps.items()) + ").")
+    vocab = metrics.get("vocab")
+    if vocab:
+        share = (vocab.get("identical_share") or {}).get("test")
+        notes.append(f"- The distilled student here is the vocabulary-trimmed one (identical tokenisation on its "
+                     f"selection text; {percent(share)} of test texts), the ablation students keep the full vocabulary; "
+                     "`benchmarks/distill_seeds.py` compares both arms untrimmed.")
+    return notes
 
 
 def _batch(rows: list[dict]) -> str:

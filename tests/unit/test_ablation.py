@@ -274,3 +274,11 @@ def test_readme_renderer_and_result_comparison_accept_untimed_rows():
     table = lambda text: text.split("\n\n- ")[0]  # noqa: E731  (the table, before the notes)
     assert table(readme.render(with_untimed, "r.json")) == table(readme.render(summary, "r.json"))
     assert compare.compare(with_untimed, with_untimed) == compare.compare(summary, summary)
+
+
+def test_dropping_the_soft_targets_also_drops_the_teacher_labelled_extra_text():
+    """Extra text is learned from soft targets only: 'no-alpha' must not keep learning from the teacher."""
+    base = DistillConfig(alpha=0.7, beta=1.0, extra_data={"unlabelled": True, "augment_copies": 1})
+    variants = variant_configs(base, AblationConfig(hard_labels=False, drop_terms=["alpha", "beta"]))
+    assert not variants["no-alpha"].extra_data.enabled and variants["no-alpha"].beta == 1.0
+    assert variants["no-beta"].extra_data.enabled  # other terms keep the distilled student's extra text

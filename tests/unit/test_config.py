@@ -109,3 +109,18 @@ def test_report_latency_setting_must_be_one_the_bench_measures():
 def test_bench_thread_counts_must_be_usable():
     assert "threads" in _error({"stages": [{"kind": "teacher"}, {"kind": "bench", "threads": [1, 1]}]})
     assert "threads" in _error({"stages": [{"kind": "teacher"}, {"kind": "bench", "threads": [-2]}]})
+
+
+def test_readme_compression_options_are_real_config():
+    """The README's options block must stay valid: every key it shows exists with an allowed value."""
+    import yaml
+
+    from edgekd.stages import STAGES
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Compression options", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    stages = yaml.safe_load(block)
+    assert [s["kind"] for s in stages] == ["prune", "distill", "vocab", "quantize", "peer", "ablation"]
+    for stage in stages:
+        STAGES[stage["kind"]].config.model_validate(stage)  # raises on an unknown key or a bad value

@@ -1,6 +1,7 @@
 """The peer path (optimum export + ORTOptimizer + ORTQuantizer dynamic int8) and its place in bench and report."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,24 @@ def test_stage_declares_the_peer_artifact_with_its_validation_accuracy(tiny_bert
         "onnx", "peer", "teacher", "int8-dynamic", "onnxruntime")
     assert art.path.is_file() and (art.tokenizer / "tokenizer.json").is_file() and art.pad_id == 0
     m = ctx.metrics["peer"]
-    assert m["validation"]["accuracy"] == art.meta["validation_accuracy"]
-    assert 0.0 <= m["validation"]["accuracy"] <= 1.0 and m["file_bytes"] == art.path.stat().st_size
+    # Recomputed here with ONNX Runtime on the validation split: the recorded accuracy is the peer file's own.
+    import onnxruntime as ort
+
+    from edgekd.data.split import load_splits
+    from edgekd.models import load_tokenizer
+
+    val = load_splits(tmp_path / "data").validation
+    tok = load_tokenizer(str(art.tokenizer))
+    session = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    correct = 0
+    for text, label in zip(val.texts, val.labels):
+        enc = tok(text, return_tensors="np", truncation=True, max_length=32)
+        feed = {k: v.astype(np.int64) for k, v in enc.items() if k in names}
+        correct += int(session.run(None, feed)[0].argmax(-1)[0] == label)
+    assert m["validation"]["accuracy"] == pytest.approx(correct / len(val), abs=1e-6)
+    assert art.meta["validation_accuracy"] == m["validation"]["accuracy"]
+    assert m["file_bytes"] == art.path.stat().st_size
     assert "validation" in PeerConfig.summary(ctx.metrics) and "DefaultTensorType" in PeerConfig.summary(ctx.metrics)
 
 
@@ -188,7 +205,7 @@ _MEASURED = {TEACHER_PT: (20.0, 0.86, 90), TEACHER_ORT: (10.0, 0.86, 90), STUDEN
              PEER: (5.0, 0.85, 23)}
 
 
-def _report(with_peer: bool) -> dict:
+def _report(with_peer: bool, history: list[dict] | None = None) -> dict:
     targets = _targets(with_peer)
     rows = []
     for target in targets:
@@ -207,7 +224,7 @@ def _report(with_peer: bool) -> dict:
              "config": {"rounds": 5, "warmup": 1}, "inputs": {"sample": 10, "describe": "ten texts"},
              "load": {"disturbed": False, "other_processes_cores_mean": 0.0, "limit_cores": 0.2, "cores": 2,
                       "load1_mean": 0.1, "load1_max": 0.2}}
-    return build_report(bench, [], {"name": "report-test"}, SETTING)
+    return build_report(bench, history or [], {"name": "report-test"}, SETTING)
 
 
 def test_report_headline_compares_the_student_with_the_peer():
@@ -254,3 +271,15 @@ def test_plot_labels_the_peer_point(tmp_path, monkeypatch):
     close(figures[0])
     assert any(t.startswith("peer path (optimum int8)\n" + PEER) for t in texts)
     assert sum("peer path" in t for t in texts) == 1  # only the peer's point says so
+
+
+def test_peer_refuses_a_pruned_layout_and_keys_level_99_by_machine(tmp_path):
+    from edgekd.peer.core import check_stock_layout
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "edgekd_layout": {"heads": [2, 2]}}))
+    with pytest.raises(EdgekdError, match="peer.model: 'pruned' has an edgekd-specific layout"):
+        check_stock_layout(tmp_path, "pruned")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    check_stock_layout(tmp_path, "teacher")
+    assert PeerConfig(optimization_level=99).key_extras() == (("machine",), ())
+    assert PeerConfig().key_extras() == ((), ())

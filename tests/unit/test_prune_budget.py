@@ -145,3 +145,21 @@ def test_candidate_layers_beyond_the_teacher_are_refused(teacher):
     with pytest.raises(ConfigError, match=r"prune\.target\.candidates\.layers: \[2, 8\] asks for more than the "
                        r"teacher's 4 layers; allowed: 1\.\.4"):
         search_shape(teacher, target, pad_id=0, sequence_length=16)
+
+
+def test_report_shows_the_predicted_latency_beside_the_measured_one():
+    from edgekd.report.markdown import render_markdown
+    from tests.unit.test_peer import SETTING, _report
+
+    budget = {"target": {"speedup": 4.0, "latency_ms": None, "threads": 1}, "budget_ms": 2.5,
+              "predicted_latency_ms": 2.2, "predicted_speedup": 4.4, "threads": 1, "sequence_length": 26}
+    prune = {"parameters_before": 10**6, "parameters_after": 5 * 10**5, "kept_layers": [0, 1],
+             "layout": {"heads": [2, 2], "ffn": [64, 64]}, "validation": {"accuracy": 0.8}, "budget": budget}
+    report = _report(with_peer=False, history=[{"kind": "prune", "metrics": prune}])
+    b = report["headline"]["latency_budget"]
+    assert SETTING == "real_b1_t1" and b["setting"] == SETTING
+    assert b["predicted_latency_ms"] == 2.2 and b["measured_p50_ms"] == 2.0  # the student's p50 in the bench rows
+    assert b["measured_speedup"] == pytest.approx(5.0)
+    line = next(line for line in render_markdown(report).splitlines() if line.startswith("- latency target"))
+    assert "(speedup 4.0)" in line and "predicted 2.200 ms" in line and "measured p50 2.000 ms, 5.00× faster" in line
+    assert "latency_budget" not in _report(with_peer=False)["headline"]  # no target, no line

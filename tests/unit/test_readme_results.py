@@ -18,3 +18,16 @@ def test_readme_results_block_is_rendered_from_the_newest_results():
     readme = (ROOT / "README.md").read_text()
     block = readme.split(renderer.BEGIN, 1)[1].split(renderer.END, 1)[0].strip()
     assert block == renderer.render_newest().strip()
+
+
+def test_frontier_table_is_rendered_from_the_committed_results():
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier)
+    committed = (ROOT / "benchmarks" / "results" / "frontier.md").read_text(encoding="utf-8")
+    assert committed == frontier.render()
+    # The goal check reads the numbers, not the wording: a row short of any one target does not meet it.
+    row = {"speedup": 8.0, "accuracy_delta_pt": -0.5, "size_ratio": 10.7}
+    assert frontier.meets(row)
+    assert not frontier.meets({**row, "accuracy_delta_pt": -1.46})
+    assert not frontier.meets({**row, "size_ratio": 9.9})

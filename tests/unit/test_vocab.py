@@ -222,3 +222,14 @@ def test_bench_inputs_follow_each_tokenizer_on_the_same_texts_and_rows(pieces_di
     assert np.array_equal(old["sample"], new["sample"]) and len(old["rows"]) == len(new["rows"]) == len(texts)
     assert [[report.old_to_new[i] for i in r.tolist()] for r in old["rows"]] == [r.tolist() for r in new["rows"]]
     assert old["rows"][0].tolist() != new["rows"][0].tolist()  # [CLS] moved: the ids really differ
+
+
+def test_distillation_refuses_a_student_whose_vocabulary_was_trimmed_before_it(pieces_dir):
+    """The teacher reads the student's ids: with different numbering it would read the wrong rows."""
+    from edgekd.distill.core import check_same_tokenizer
+
+    model, tok = _load(pieces_dir)
+    _, trimmed_tok, _ = trim_vocabulary(model, tok, kept_token_ids(tok, _selection(), VocabConfig()))
+    check_same_tokenizer(tok, tok)
+    with pytest.raises(ConfigError, match="number their tokens differently; trim the vocabulary after distillation"):
+        check_same_tokenizer(tok, trimmed_tok)
