@@ -30,7 +30,8 @@ def _stage_lines(summary: dict) -> list[str]:
     lines: list[str] = []
     if "prune" in stages and "distill" in stages:
         lines.append(f"- The student: {stages['prune']['summary']}; then distilled from the fine-tuned teacher: "
-                     f"{stages['distill']['summary']}.")
+                     f"{stages['distill']['summary']}" + (f"; vocabulary {stages['vocab']['summary']}" if "vocab" in stages
+                                                             else "") + ".")
     bench = summary["report"]["bench"]
     if "bench" in secs:  # training times are in the result file; they depend on how busy the machine was then
         lines.append(f"- The benchmark itself took {secs['bench'] / 60:.1f} min: {bench['config']['rounds']} rounds × "
@@ -129,8 +130,10 @@ def render_newest(readme_root: Path = ROOT) -> str:
 
 
 def _same_setup(a: dict, b: dict) -> bool:
+    # The same recipe (every stage's config), library versions and CPU: only then is a p50 change repeatability.
     return a["pipeline"] == b["pipeline"] and a["report"]["versions"] == b["report"]["versions"] and \
-        a["machine"]["cpu"] == b["machine"]["cpu"]
+        a["machine"]["cpu"] == b["machine"]["cpu"] and \
+        a["report"]["run"].get("pipeline", {}).get("stages") == b["report"]["run"].get("pipeline", {}).get("stages")
 
 
 def update_readme(readme: Path = ROOT / "README.md") -> None:
