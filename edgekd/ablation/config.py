@@ -5,6 +5,7 @@ from pydantic import Field, field_validator, model_validator
 from edgekd._config_base import StrictModel
 
 HARD_LABELS = "hard-labels"  # the variant trained on hard-label cross-entropy only
+NO_EXTRA_DATA = "no-extra-data"  # the distilled student without the teacher-labelled extra text
 
 
 def variant_name(term: str) -> str:
@@ -42,6 +43,9 @@ class AblationConfig(StrictModel):
                                   "one term's weight set to 0, named after DistillConfig's weight fields (alpha: "
                                   "soft targets off, beta: hidden states off, gamma: attention maps off)")
 
+    extra_data: bool = Field(False, description="also train the distilled student without the distill stage's "
+                             "teacher-labelled extra text (same loss): what that text adds")
+
     @field_validator("drop_terms")
     @classmethod
     def _terms_exist(cls, v: list[str]) -> list[str]:
@@ -55,8 +59,9 @@ class AblationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _something_to_train(self) -> "AblationConfig":
-        if not self.hard_labels and not self.drop_terms:
-            raise ValueError("nothing to train: set hard_labels: true or name at least one of drop_terms")
+        if not self.hard_labels and not self.drop_terms and not self.extra_data:
+            raise ValueError("nothing to train: set hard_labels: true or extra_data: true, or name at least one "
+                             "of drop_terms")
         return self
 
     @staticmethod
@@ -69,7 +74,8 @@ class AblationConfig(StrictModel):
         return "; ".join(parts) + f" (budget of the distill stage: {m.get('budget', {}).get('epochs')} epoch(s))"
 
     def variants(self) -> list[str]:
-        return ([HARD_LABELS] if self.hard_labels else []) + [variant_name(t) for t in self.drop_terms]
+        return ([HARD_LABELS] if self.hard_labels else []) + [variant_name(t) for t in self.drop_terms] + \
+            ([NO_EXTRA_DATA] if self.extra_data else [])
 
     def requires(self) -> list[str]:
         return ["teacher", "pruned", "student"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.ablation.config import HARD_LABELS, AblationConfig, loss_terms, variant_name
+from edgekd.ablation.config import HARD_LABELS, NO_EXTRA_DATA, AblationConfig, loss_terms, variant_name
 from edgekd.data.split import Splits
 from edgekd.distill.config import DistillConfig
 from edgekd.distill.core import check_same_tokenizer, distill
@@ -64,6 +64,12 @@ def variant_configs(distill_cfg: DistillConfig, cfg: AblationConfig) -> dict[str
         targets_off = {f: DistillConfig.model_fields[f].get_default(call_default_factory=True)
                        for f in TEACHER_TARGET_FIELDS} if term == "alpha" else {}
         out[variant_name(term)] = DistillConfig.model_validate({**base, term: 0.0, **targets_off})
+    if cfg.extra_data:
+        if not distill_cfg.extra_data.enabled:
+            raise ConfigError("ablation.extra_data: the distill stage uses no teacher-labelled extra text "
+                              "(distill.extra_data), so there is nothing to leave out")
+        out[NO_EXTRA_DATA] = DistillConfig.model_validate(
+            {**base, "extra_data": DistillConfig.model_fields["extra_data"].get_default(call_default_factory=True)})
     seen: dict[str, str] = {}
     for name, variant in out.items():
         same = variant.model_dump_json()

@@ -129,6 +129,14 @@ def _validation_accuracy(history: list[dict], row: dict) -> float | None:
     return None
 
 
+def _variant_description(variant: str | None) -> str:
+    if variant == "hard-labels":
+        return "hard-label student (no distillation)"
+    if variant == "no-extra-data":
+        return "distilled, without the teacher-labelled extra text"
+    return f"distilled, {str(variant).removeprefix('no-')} = 0"
+
+
 def ablation_section(rows: list[dict], history: list[dict]) -> dict | None:
     """Does distillation help? The teacher, the distilled student and the ablation students on the test split.
 
@@ -155,8 +163,7 @@ def ablation_section(rows: list[dict], history: list[dict]) -> dict | None:
         return out
 
     described = [(teacher, "teacher"), (distilled, "distilled student")] + [
-        (r, "hard-label student (no distillation)" if r.get("variant") == "hard-labels"
-         else f"distilled, {str(r.get('variant')).removeprefix('no-')} = 0") for r in ablation]
+        (r, _variant_description(r.get("variant"))) for r in ablation]
     return {"split": "test", "reference": distilled["name"] if distilled else None,
             "budget": stage.get("metrics", {}).get("budget"),
             "rows": [entry(row, what) for row, what in described if row is not None]}

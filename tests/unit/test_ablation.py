@@ -282,3 +282,14 @@ def test_dropping_the_soft_targets_also_drops_the_teacher_labelled_extra_text():
     variants = variant_configs(base, AblationConfig(hard_labels=False, drop_terms=["alpha", "beta"]))
     assert not variants["no-alpha"].extra_data.enabled and variants["no-alpha"].beta == 1.0
     assert variants["no-beta"].extra_data.enabled  # other terms keep the distilled student's extra text
+
+
+def test_the_extra_text_variant_keeps_the_loss_and_drops_only_the_extra_text():
+    base = DistillConfig(alpha=0.7, beta=1.0, extra_data={"unlabelled": True, "augment_copies": 1})
+    variants = variant_configs(base, AblationConfig(hard_labels=False, extra_data=True))
+    assert list(variants) == ["no-extra-data"]
+    no_extra = variants["no-extra-data"]
+    assert not no_extra.extra_data.enabled and (no_extra.alpha, no_extra.beta) == (0.7, 1.0)
+    assert AblationConfig(hard_labels=False, extra_data=True).provides() == ["student-no-extra-data"]
+    with pytest.raises(ConfigError, match="ablation.extra_data: the distill stage uses no teacher-labelled extra text"):
+        variant_configs(DistillConfig(alpha=0.7), AblationConfig(extra_data=True))
