@@ -4,6 +4,7 @@ Nothing here touches the network: models are built from configs, the tokenizer f
 """
 
 import csv
+import importlib.util
 import random
 from pathlib import Path
 
@@ -124,3 +125,12 @@ def _one_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+def load_benchmark_script(name: str):
+    """A benchmarks/<name>.py script as a module (the scripts are not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,5 @@
 """benchmarks/distill_seeds.py end to end on a tiny finished run: both students per seed, stats, resume."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,17 +7,14 @@ import pytest
 
 from edgekd.config import load_pipeline
 from edgekd.pipeline import run_pipeline
-from tests.conftest import write_reviews_csv
+from tests.conftest import load_benchmark_script, write_reviews_csv
 from tests.integration.conftest import write_pipeline
 
 ROOT = Path(__file__).parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("distill_seeds", ROOT / "benchmarks" / "distill_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("distill_seeds")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The ablation: a student trained without distillation, with the distill stage's budget, scored beside it."""
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from edgekd.errors import ConfigError
 from edgekd.models import load_classifier
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.core import prune
-from tests.conftest import build_tokenizer, make_texts, make_tiny_model_dir
+from tests.conftest import build_tokenizer, load_benchmark_script, make_texts, make_tiny_model_dir
 from tests.integration.conftest import write_pipeline
 from tests.unit.test_prune import _calibration
 
@@ -258,10 +257,7 @@ def test_report_has_an_ablation_section_only_with_ablation_rows(bench_with_ablat
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script(name)
 
 
 def test_readme_renderer_and_result_comparison_accept_untimed_rows():

@@ -1,16 +1,14 @@
 """The README's numbers are the newest committed benchmark results, rendered by code: none typed in."""
 
-import importlib.util
 from pathlib import Path
+
+from tests.conftest import load_benchmark_script
 
 ROOT = Path(__file__).parents[2]
 
 
 def _renderer():
-    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "benchmarks" / "readme_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("readme_results")
 
 
 def test_readme_results_block_is_rendered_from_the_newest_results():
@@ -21,9 +19,7 @@ def test_readme_results_block_is_rendered_from_the_newest_results():
 
 
 def test_frontier_table_is_rendered_from_the_committed_results():
-    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
-    frontier = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(frontier)
+    frontier = load_benchmark_script("frontier")
     committed = (ROOT / "benchmarks" / "results" / "frontier.md").read_text(encoding="utf-8")
     assert committed == frontier.render()
     # The goal check reads the numbers, not the wording: a row short of any one target does not meet it.
