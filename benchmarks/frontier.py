@@ -4,7 +4,8 @@
 
 One row per ONNX Runtime student (and peer) row of each result in benchmarks/results/ that has a
 headline: the paired speed-up over its own run's teacher on ONNX Runtime fp32 (same inputs, same
-threads), the test-accuracy difference, the file-size ratio against the teacher's fp32 ONNX file, and
+threads), the test-accuracy difference (with its paired bootstrap interval and McNemar p where the
+result has them), the file-size ratio against the teacher's fp32 ONNX file, and
 how the student was made (the prune, distill and vocab stage notes of that run). Each result compares
 only within its own run: teachers of different runs were trained separately. A test checks the
 committed frontier.md is exactly what this renders.
@@ -61,10 +62,20 @@ def frontier_rows(summary: dict, name: str) -> list[dict]:
             "result": name, "row": row["name"], "role": row["role"], "precision": row["precision"],
             "speedup": speed["median"], "low": speed["low"], "high": speed["high"],
             "accuracy": row["accuracy"], "accuracy_delta_pt": round(100 * (row["accuracy"] - teacher["accuracy"]), 2),
+            # The paired bootstrap interval and McNemar p on the same texts; absent in results measured before them.
+            "accuracy_vs": row.get("accuracy_vs", {}).get(teacher["name"]),
             "size_ratio": round(teacher["file_bytes"] / row["file_bytes"], 2), "p50_ms": row["latency_ms"][setting]["p50"],
             "how": "the teacher through optimum's int8 path" if row["role"] == "peer" else _how(report),
         })
     return out
+
+
+def _interval(pair: dict | None) -> str:
+    """' [-2.72, -0.21], p=0.026': the paired bootstrap interval of the difference and McNemar's p."""
+    if not pair:
+        return ""
+    low, high = pair["interval_pt"]
+    return f" [{low:+.2f}, {high:+.2f}], p={pair['mcnemar_p']:.2g}"
 
 
 def meets(row: dict) -> bool:
@@ -88,12 +99,19 @@ def render(folder: Path = RESULTS) -> str:
         "smaller than teacher | meets all three | how it was made |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    paired = None
     for path in results:
         for r in frontier_rows(json.loads(path.read_text()), path.stem):
+            paired = paired or r["accuracy_vs"]
             lines.append(
                 f"| [{path.stem}]({path.with_suffix('.md').name}) | {r['row']} | {faster(r['speedup'])} "
                 f"[{r['low']:.2f}–{r['high']:.2f}] | {r['p50_ms']:.2f} | {percent(r['accuracy'])} "
-                f"({r['accuracy_delta_pt']:+.2f}) | {r['size_ratio']:.2f}× | {'yes' if meets(r) else 'no'} | {r['how']} |")
+                f"({r['accuracy_delta_pt']:+.2f}{_interval(r['accuracy_vs'])}) | {r['size_ratio']:.2f}× | "
+                f"{'yes' if meets(r) else 'no'} | {r['how']} |")
+    if paired:  # results measured before the paired comparison existed show the difference alone
+        lines += ["", f"Accuracy [low, high]: {paired['confidence']:.0%} paired bootstrap interval of the difference "
+                  "in points over the same test texts; p: McNemar's exact test on the texts only one of the two "
+                  "models gets right."]
     return "\n".join(lines) + "\n"
 
 

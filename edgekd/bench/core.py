@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekd.bench.config import BenchConfig
 from edgekd.bench.inputs import BenchInputs
-from edgekd.bench.stats import by_length, cv, latency_stats, paired_speedup
+from edgekd.bench.stats import by_length, cv, latency_stats, paired_accuracy_difference, paired_speedup
 from edgekd.errors import EdgekdError
 from edgekd.metrics import quality_report
 from edgekd.versions import library_versions, machine_info
@@ -166,7 +166,7 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
     finally:
         for w in workers:
             w.close()
-    rows = []
+    rows, correct = [], {}  # correct: row name -> [rows] bool, batch 1 prediction == label (scored rows only)
     for w in workers:
         name = w.target.name
         own = w.target.inputs or inputs
@@ -180,9 +180,12 @@ def run_benchmark(targets: list[Target], inputs: BenchInputs, cfg: BenchConfig, 
         if name in tokenize:
             row["tokenize_ms"] = latency_stats(tokenize[name])
         row.update(_quality(quality[name], labels, label_names, cfg.eval_batch_size))
+        if "accuracy" in row:
+            correct[name] = np.asarray(quality[name]["batch1"]) == labels
         rows.append(row)
     for reference in references:
         _add_speedups(rows, reference)
+        _add_accuracy_pairs(rows, reference, correct)
     summary = load.summary()
     cores = summary["cores"]
     disturbed = summary["other_processes_cores_mean"] > cfg.max_other_cpu * cores
@@ -239,6 +242,21 @@ def _add_speedups(rows: list[dict], reference: str) -> None:
         row.setdefault("speedup_vs", {})[reference] = {
             key: paired_speedup(ref["rounds_p50_ms"][key], rounds)
             for key, rounds in row["rounds_p50_ms"].items() if key in ref["rounds_p50_ms"]}
+
+
+def _add_accuracy_pairs(rows: list[dict], reference: str, correct: dict[str, np.ndarray]) -> None:
+    """row["accuracy_vs"][reference]: the row's accuracy minus the reference's on the same test texts, with a
+    paired bootstrap interval, the discordant counts (a = this row, b = the reference) and McNemar's p.
+
+    Every row predicted the same texts in the same order (each with its own tokenizer), so position i of
+    two correctness vectors is the same text: the pairing is exact, ablation rows included.
+    """
+    if reference not in correct:  # no labels, or the reference is not a scored row
+        return
+    for row in rows:
+        if row["name"] != reference and row["name"] in correct:
+            row.setdefault("accuracy_vs", {})[reference] = paired_accuracy_difference(correct[row["name"]],
+                                                                                       correct[reference])
 
 
 def _busy_cpu_seconds() -> float:

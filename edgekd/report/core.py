@@ -6,14 +6,17 @@ report.json, schema "edgekd.report/v2":
   bench{config, threads, inputs, load{..., disturbed}, latency_setting, references},
   headline{student, teacher_onnxruntime, teacher_pytorch, setting, speedup_vs_onnxruntime{median, low, high,
            coverage}, speedup_vs_pytorch{...}, accuracy_delta_pt, macro_f1_delta, min_recall, size_ratio,
-           peak_rss_ratio, peer, speedup_vs_peer{...}, peer_accuracy, accuracy_delta_vs_peer_pt, size_ratio_vs_peer
-           (the peer fields only when the run has a peer row)},
+           accuracy_delta_interval_pt[low, high], discordant{a_right_b_wrong, a_wrong_b_right}, mcnemar_p,
+           peak_rss_ratio, peer, speedup_vs_peer{...}, peer_accuracy, accuracy_delta_vs_peer_pt, size_ratio_vs_peer,
+           accuracy_delta_vs_peer_interval_pt, discordant_vs_peer, mcnemar_p_vs_peer
+           (the peer fields only when the run has a peer row; the paired fields only with accuracy_vs rows)},
   rows[{name, model, role, format, precision, runtime, device, parameters, file_bytes, load_s, first_inference_ms,
         accuracy, macro_f1, min_recall, min_recall_class, per_class{label: {precision, recall, f1, support}},
         confusion[[gold][pred]], batched{batch_size, accuracy, macro_f1},
         latency_ms{setting: {p50, p90, p99, mean, stdev, min, runs}}, rounds_p50_ms{setting: [...]}, cv{setting},
         by_length{setting: {bucket: {p50, p90, ..., inputs}}}, throughput_eps{setting}, peak_rss_mb,
-        speedup_vs{reference row: {setting: {median, low, high, coverage, n, rounds}}}, tokenize_ms (bundle)}]
+        speedup_vs{reference row: {setting: {median, low, high, coverage, n, rounds}}},
+        accuracy_vs{reference row: {delta_pt, interval_pt, confidence, discordant, mcnemar_p, n}}, tokenize_ms (bundle)}]
         (rows with timed false are scored only: empty timing fields, no first_inference_ms or speedup_vs),
   ablation{split, reference, budget, rows[...]} only when the run has ablation rows (see ablation_section)
 Settings: real_b1_t1 (the test inputs, batch 1, 1 thread), real_b1_tall (all physical cores),
@@ -74,6 +77,7 @@ def headline(rows: list[dict], history: list[dict], setting: str) -> dict | None
                    accuracy_delta_pt=round(100 * (student["accuracy"] - ort_teacher["accuracy"]), 2),
                    macro_f1_delta=round(student["macro_f1"] - ort_teacher["macro_f1"], 4),
                    min_recall=student["min_recall"], teacher_min_recall=ort_teacher["min_recall"])
+        out.update(_paired(student, ort_teacher, ""))
     out.update(_peer_headline(student, find_row(rows, role="peer"), setting))
     out.update(_budget_headline(student, ort_teacher, history))
     return out
@@ -107,7 +111,18 @@ def _peer_headline(student: dict, peer: dict | None, setting: str) -> dict:
     if "accuracy" in student and "accuracy" in peer:
         out.update(peer_accuracy=peer["accuracy"],
                    accuracy_delta_vs_peer_pt=round(100 * (student["accuracy"] - peer["accuracy"]), 2))
+        out.update(_paired(student, peer, "_vs_peer"))
     return out
+
+
+def _paired(student: dict, reference: dict, suffix: str) -> dict:
+    """The accuracy difference's paired bootstrap interval, discordant texts and McNemar p (bench rows
+    made before the bench kept per-text correctness have none)."""
+    pair = student.get("accuracy_vs", {}).get(reference["name"])
+    if not pair:
+        return {}
+    return {f"accuracy_delta{suffix}_interval_pt": pair["interval_pt"], f"discordant{suffix}": pair["discordant"],
+            f"mcnemar_p{suffix}": pair["mcnemar_p"]}
 
 
 def _speedup(row: dict, reference: dict, setting: str) -> dict:

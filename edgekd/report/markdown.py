@@ -36,6 +36,23 @@ def faster(ratio: float) -> str:
     return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
 
 
+def paired_accuracy(pair: dict | None, a: str, b: str) -> str:
+    """' [95% paired bootstrap -2.72 to -0.21 points; 60 texts right only for the student vs 88 only for the
+    teacher, McNemar p=0.026]' from a row's accuracy_vs entry; '' for results measured before it existed."""
+    if not pair:
+        return ""
+    (low, high), d = pair["interval_pt"], pair["discordant"]
+    return (f" [{pair['confidence']:.0%} paired bootstrap {low:+.2f} to {high:+.2f} points; "
+            f"{d['a_right_b_wrong']} texts right only for {a} vs {d['a_wrong_b_right']} only for {b}, "
+            f"McNemar p={pair['mcnemar_p']:.2g}]")
+
+
+def _accuracy_vs(report: dict, row_name: str, reference: str | None) -> dict | None:
+    """The paired accuracy comparison the bench stored on ``row_name``'s row against ``reference``."""
+    row = next((r for r in report.get("rows", []) if r["name"] == row_name), {})
+    return row.get("accuracy_vs", {}).get(reference)
+
+
 def headline_lines(report: dict) -> list[str]:
     h = report.get("headline")
     if not h:
@@ -48,7 +65,7 @@ def headline_lines(report: dict) -> list[str]:
         p = h["speedup_vs_pytorch"]
         lines.append(f"- {faster(p['median'])} than the teacher in PyTorch eager (interval {p['low']:.2f}–"
                      f"{p['high']:.2f}×)")
-    lines += _peer_headline_lines(h)
+    lines += _peer_headline_lines(h, _accuracy_vs(report, h["student"], h.get("peer")))
     if "latency_budget" in h:
         b = h["latency_budget"]
         measured = (f"; measured p50 {b['measured_p50_ms']:.3f} ms, {faster(b['measured_speedup'])} (`{b['setting']}`)"
@@ -58,8 +75,10 @@ def headline_lines(report: dict) -> list[str]:
                      f"({b['predicted_speedup']:.2f}× the teacher; untrained int8 candidates, "
                      f"{b['sequence_length']} tokens, {b['threads']} thread(s), {b.get('clock') or 'wall'} clock){measured}")
     if "accuracy_delta_pt" in h:
+        pair = _accuracy_vs(report, h["student"], h["teacher_onnxruntime"])
         lines.append(f"- accuracy {percent(h['accuracy'])} vs {percent(h['teacher_accuracy'])} "
-                     f"(**{h['accuracy_delta_pt']:+.2f} points**, batch 1 as deployed), macro-F1 "
+                     f"(**{h['accuracy_delta_pt']:+.2f} points**, batch 1 as deployed"
+                     f"{paired_accuracy(pair, 'the student', 'the teacher')}), macro-F1 "
                      f"{h['macro_f1_delta']:+.4f}, worst-class recall {percent(h['min_recall'])} vs "
                      f"{percent(h['teacher_min_recall'])}")
     lines += [f"- file **{h['size_ratio']:.2f}× smaller** than the teacher's fp32 ONNX file; peak RSS "
@@ -67,8 +86,9 @@ def headline_lines(report: dict) -> list[str]:
     return lines
 
 
-def _peer_headline_lines(h: dict) -> list[str]:
-    """The student against the route a user would take without edgekd; nothing when the run has no peer."""
+def _peer_headline_lines(h: dict, pair: dict | None = None) -> list[str]:
+    """The student against the route a user would take without edgekd; nothing when the run has no peer.
+    ``pair``: the student's paired accuracy comparison with the peer, where the bench measured one."""
     if "speedup_vs_peer" not in h:
         return []
     s = h["speedup_vs_peer"]
@@ -76,7 +96,8 @@ def _peer_headline_lines(h: dict) -> list[str]:
             f"int8 of the teacher, `{h['peer']}`; interval {s['low']:.2f}–{s['high']:.2f}×)")
     if "accuracy_delta_vs_peer_pt" in h:
         line += (f"; accuracy {percent(h['accuracy'])} vs the peer's {percent(h['peer_accuracy'])} "
-                 f"(**{h['accuracy_delta_vs_peer_pt']:+.2f} points**)")
+                 f"(**{h['accuracy_delta_vs_peer_pt']:+.2f} points**"
+                 f"{paired_accuracy(pair, 'the student', 'the peer')})")
     return [line + f"; file {h['size_ratio_vs_peer']:.2f}× smaller than the peer's"]
 
 
