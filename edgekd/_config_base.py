@@ -1,9 +1,23 @@
 """Shared base for every typed config: unknown keys are errors, defaults live in the field."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 
 class StrictModel(BaseModel):
     """A pydantic model that rejects unknown keys and re-validates on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # Fields left out of model_dump while they hold this value: settings of one task family (a stage's
+    # `lm:` section) stay out of the other family's dumps, so its cache keys do not change when they arrive.
+    _omit_if: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_family_fields(self, handler):
+        data = handler(self)
+        if self._omit_if and isinstance(data, dict):
+            for name, value in self._omit_if.items():
+                if name in data and getattr(self, name) == value:
+                    del data[name]
+        return data

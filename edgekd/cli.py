@@ -6,6 +6,7 @@ the traceback. Ctrl-C leaves every finished stage in place: the same command res
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -123,10 +124,15 @@ def _add_bench_parser(sub) -> None:
     t.add_argument("--strict", action="store_true", help="fail instead of flagging a disturbed result")
     t.add_argument("--seed", type=int, default=0, help="seed of the input sample and synthetic inputs")
     b.add_argument("--out", type=Path, default=Path("edgekd-bench.json"), help="JSON result (default edgekd-bench.json)")
+    from edgekd.bench.lm_cli import add_lm_arguments
+
+    add_lm_arguments(b)  # language models: prompts, prompt and generated lengths, scored windows
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 reports progress, the others only problems
+        level = max(level, logging.WARNING)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
     # edgekd logs at the chosen level; other libraries (ORT quantization logs INFO on the root logger)

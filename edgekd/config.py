@@ -5,15 +5,18 @@ cannot work (quantize before export) are reported as one line naming the field.
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from edgekd._config_base import StrictModel
-from edgekd.data.config import DataConfig
+from edgekd.data.config import DataConfig, TextDataConfig
 from edgekd.errors import ConfigError
 from edgekd.stages import STAGES
+
+# The task family decides what `data` means: labelled texts for a classifier, plain documents for a causal LM.
+DATA_CONFIGS: dict[str, type[StrictModel]] = {"text-classification": DataConfig, "causal-lm": TextDataConfig}
 
 StageConfig = Annotated[Union[tuple(entry.config for entry in STAGES.values())], Field(discriminator="kind")]
 
@@ -32,9 +35,45 @@ class PipelineConfig(StrictModel):
                                   "or digit")
     seed: int = Field(0, ge=0, description="seed for splits, initialisation and shuffling")
     output_dir: str = Field("runs", description="parent folder of run directories")
+    task: Literal["text-classification", "causal-lm"] = Field(
+        "text-classification", description="task family: text-classification (an encoder with a classification "
+        "head, labelled texts) or causal-lm (a decoder language model, plain documents)")
     model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig | TextDataConfig = Field(default_factory=DataConfig, description="the task's data (its fields "
+                                              "depend on task)")
     stages: list[StageConfig] = Field(min_length=1, description="stages, run in order")
+
+    # The task is left out of classification dumps, as it was before it existed (the report's key reads the dump).
+    _omit_if = {"task": "text-classification"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_follow_task(cls, values: Any) -> Any:
+        """Validate `data` with the task's own data config (a key of the other task is an unknown key), and give
+        every stage with an `lm:` section one for a causal LM, so its settings have their defaults."""
+        if not isinstance(values, dict):
+            return values
+        task = values.get("task", "text-classification")
+        if task not in DATA_CONFIGS:
+            return values  # the Literal reports the unknown task
+        data = values.get("data", {})
+        if not isinstance(data, StrictModel):
+            try:
+                data = DATA_CONFIGS[task].model_validate(data)
+            except ValidationError as exc:
+                message = _format_error(exc, DATA_CONFIGS[task])
+                raise ValueError(f"data.{message}" if exc.errors()[0]["loc"] else f"data: {message}") from None
+        elif not isinstance(data, DATA_CONFIGS[task]):
+            raise ValueError(f"data: a {type(data).__name__} does not fit task {task!r}; it takes "
+                             f"{DATA_CONFIGS[task].__name__}")
+        values = {**values, "data": data}
+        stages = values.get("stages")
+        if task == "causal-lm" and isinstance(stages, list):
+            values["stages"] = [{**stage, "lm": {}} if isinstance(stage, dict) and stage.get("kind") in STAGES
+                                and "lm" in STAGES[stage["kind"]].config.model_fields and stage.get("lm") is None
+                                else stage
+                                for stage in stages]
+        return values
 
     @model_validator(mode="after")
     def _stage_order_works(self) -> "PipelineConfig":
@@ -43,6 +82,12 @@ class PipelineConfig(StrictModel):
         for i, stage in enumerate(self.stages):
             if kinds.count(stage.kind) > 1:
                 raise ValueError(f"stage kind {stage.kind!r} appears more than once")
+            if self.task not in STAGES[stage.kind].tasks:
+                raise ValueError(f"stage {i + 1} ({stage.kind}) does not support task {self.task!r} yet; stages for "
+                                 f"{self.task}: {', '.join(k for k, e in STAGES.items() if self.task in e.tasks)}")
+            problem = stage.task_problem(self) if hasattr(stage, "task_problem") else None
+            if problem:
+                raise ValueError(f"stage {i + 1} ({stage.kind}): {problem}")
             missing = [r for r in stage.requires() if r not in available]
             if missing:
                 raise ValueError(
@@ -66,7 +111,9 @@ class PipelineConfig(StrictModel):
             bench = self.stages[kinds.index("bench")]
             report = self.stages[kinds.index("report")]
             settings = bench.latency_settings(self.model.max_length)
-            if report.latency_setting not in settings:
+            # (a causal LM's report takes the bench's first setting unless one is named)
+            lm_default = self.task == "causal-lm" and "latency_setting" not in report.model_fields_set
+            if report.latency_setting not in settings and not lm_default:
                 raise ValueError(f"report latency_setting {report.latency_setting!r} is not measured by the bench; "
                                  f"it measures: {', '.join(settings)}")
 
@@ -75,14 +122,14 @@ class PipelineConfig(StrictModel):
         return Path(self.output_dir) / self.name
 
 
-def _format_error(exc: ValidationError) -> str:
+def _format_error(exc: ValidationError, root: type[StrictModel] | None = None) -> str:
     """The first problem, as 'stages.2.head_ratio: Input should be less than 1 (got 1.5)'."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-        allowed = _allowed_keys(err["loc"])
+        allowed = _allowed_keys(err["loc"], root or PipelineConfig)
         if allowed:
             msg += f"; allowed: {', '.join(allowed)}"
     elif err["type"] == "union_tag_invalid":
@@ -97,10 +144,10 @@ def _format_error(exc: ValidationError) -> str:
     return (f"{loc}: {msg}" if loc else msg) + (f"  [+{more} more]" if more else "")
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _allowed_keys(loc: tuple, root: type[StrictModel]) -> list[str]:
     """Field names valid at the location of an unknown key, e.g. ('stages', 1, 'prune', 'typo')."""
     stage_classes = {kind: entry.config for kind, entry in STAGES.items()}
-    model: Any = PipelineConfig
+    model: Any = root
     for part in loc[:-1]:
         if isinstance(part, int) or part == "stages":
             continue

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgekd import distributed
 from edgekd.artifacts import (STAGING_MARK, Artifact, StagingDir, atomic_write_json, read_manifest,
                               remove_interrupted_staging, stage_outputs)
 from edgekd.config import PipelineConfig
@@ -146,43 +147,30 @@ def _check_folder_is_ours(folder: Path) -> None:
 
 def prepare_data(config: PipelineConfig, run_dir: Path, keys: KeyInputs) -> tuple[Path, str]:
     """Read, deduplicate and split the dataset once; later runs reuse the same split files."""
-    from edgekd.assets import resolve_dataset_file
-    from edgekd.data import make_splits, read_labelled_text
+    from edgekd.tasks import get_task
 
+    task = get_task(config.task)
     key = {"data": config.data.model_dump(), "source": keys.data_identity(), "seed": config.seed,
            "edgekd": __version__}
+    if config.task != "text-classification":  # (classification keys predate tasks and stay as they were)
+        key["task"] = config.task
     digest = content_hash(key)
     folder = run_dir / f"00-data-{digest}"
     if read_manifest(folder) is not None:
         return folder, digest
     _check_folder_is_ours(folder)
     started, t0 = _now(), time.perf_counter()
-    cfg = config.data
-    source = resolve_dataset_file(cfg.source)
-    pairs = read_labelled_text(source, cfg.text_column, cfg.label_column, cfg.drop_labels, cfg.hub_split)
-    splits = make_splits(pairs, cfg.validation_fraction, cfg.test_fraction, config.seed, cfg.max_train_examples,
-                         where=cfg.source, unlabelled_labels=cfg.unlabelled_labels)
-    with _disk_full_is_a_user_error("data", folder):
-        _save_data(config, splits, folder=folder, key=key, digest=digest, started=started, t0=t0)
-    log.info("data: %s train / %s validation / %s test examples, classes %s, %d unlabelled texts", len(splits.train),
-             len(splits.validation), len(splits.test), splits.label_names, len(splits.unlabelled))
-    return folder, digest
-
-
-def _save_data(config: PipelineConfig, splits, folder: Path, key: dict, digest: str, started: str,
-               t0: float) -> None:
-    from edgekd.data import save_splits
+    splits, metrics, line = task.prepare_data(config.data, task.resolve_data(config.data.source), config.seed)
 
     def build(out: Path) -> dict:
-        save_splits(splits, out)
-        sizes = {name: len(splits[name]) for name in ("train", "validation", "test")}
-        per_class = {name: [splits[name].labels.count(i) for i in range(len(splits.label_names))] for name in sizes}
-        metrics = {"sizes": sizes, "per_class": per_class, "label_names": splits.label_names,
-                   "unlabelled": len(splits.unlabelled)}
+        task.save_splits(splits, out)
         return _manifest("data", digest, None, config.data.model_dump(), key, started, time.perf_counter() - t0,
                          metrics, {}, out)
 
-    _build_folder(folder, build)
+    with _disk_full_is_a_user_error("data", folder):
+        _build_folder(folder, build)
+    log.info("data: %s", line)
+    return folder, digest
 
 
 def _build_folder(folder: Path, build, replace: bool = False) -> dict:
@@ -213,18 +201,24 @@ def run_pipeline(config: PipelineConfig, run_dir: Path | None = None, force: fro
 
     check_pipeline(config)  # bad model folders, settings and labels stop here, before any training
     run_dir = Path(run_dir or config.run_dir).resolve()  # absolute, like the staging folders inside it
-    with RunLock(run_dir):
-        for stale in remove_interrupted_staging(run_dir):
-            log.info("removed %s, left by an interrupted run", stale.name)
+    # Under torchrun every rank runs the runner: rank 0 holds the lock and writes the run directory; the
+    # others wait for it at each stage, train alongside it in training stages, and read what it wrote.
+    rank = distributed.init_from_env()
+    with RunLock(run_dir) if rank.is_main else contextlib.nullcontext():
+        if rank.is_main:
+            for stale in remove_interrupted_staging(run_dir):
+                log.info("removed %s, left by an interrupted run", stale.name)
         keys = KeyInputs(config)
         try:
-            return _run_stages(config, run_dir, keys, force)
+            return _run_stages(config, run_dir, keys, force, rank)
         finally:
-            keys.save()
+            if rank.is_main:
+                keys.save()
 
 
-def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: frozenset[str]) -> RunResult:
-    data_dir, parent = prepare_data(config, run_dir, keys)
+def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: frozenset[str],
+                rank: distributed.DistInfo = distributed.SINGLE) -> RunResult:
+    data_dir, parent = distributed.main_then_share(lambda: prepare_data(config, run_dir, keys), rank)
     artifacts: dict[str, Artifact] = {}
     records: list[StageRecord] = []
     history = [{**read_manifest(data_dir), "folder": data_dir.name}]
@@ -243,6 +237,7 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
                "libraries": library_versions(entry.libraries + tuple(extra_libs))}
         digest = content_hash(key)
         folder = run_dir / f"{index:02d}-{stage.kind}-{digest}"
+        distributed.wait_for_main(rank)  # every rank reads the folder while rank 0 is not writing it
         manifest = read_manifest(folder)
         if manifest is not None and stage.kind not in force:
             log.info("stage %d/%d %s: finished before, reusing %s", index, len(config.stages), stage.kind, folder.name)
@@ -251,20 +246,27 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
             records.append(StageRecord(index, stage.kind, folder, "skipped", 0.0))
             parent = digest
             continue
-        if manifest is None:
+        if manifest is None and rank.is_main:
             _check_folder_is_ours(folder)
         log.info("stage %d/%d %s: running into %s", index, len(config.stages), stage.kind, folder.name)
-        with _disk_full_is_a_user_error(f"stage {index} ({stage.kind})", folder):
-            seconds = _run_stage(entry, stage, StageContext(
-                settings=settings, out=folder, data_dir=data_dir, artifacts=dict(artifacts), history=list(history)),
-                digest, parent, cfg, key, replace=manifest is not None)
+        ctx = StageContext(settings=settings, out=folder, data_dir=data_dir, artifacts=dict(artifacts),
+                           history=list(history), task_name=config.task)
+        seconds = 0.0
+        if rank.is_main:
+            with _disk_full_is_a_user_error(f"stage {index} ({stage.kind})", folder):
+                seconds = _run_stage(entry, stage, ctx, digest, parent, cfg, key, replace=manifest is not None)
+        elif entry.trains:  # the other ranks train too (DDP inside fit), writing into a throwaway folder
+            with distributed.scratch_dir(folder, rank) as ctx.out:
+                importlib.import_module(entry.module).run(stage, ctx)
+        distributed.wait_for_main(rank)  # rank 0 has committed the folder: every rank reads its manifest
         manifest = read_manifest(folder)
         artifacts.update(stage_outputs(folder, manifest))
         history.append({**manifest, "folder": folder.name})
         records.append(StageRecord(index, stage.kind, folder, "ran", seconds))
         log.info("stage %d/%d %s: done in %.1f s", index, len(config.stages), stage.kind, seconds)
         parent = digest
-    _write_run_summary(config, run_dir, data_dir, records, artifacts)
+    if rank.is_main:
+        _write_run_summary(config, run_dir, data_dir, records, artifacts)
     return RunResult(run_dir=run_dir, stages=records, artifacts=artifacts)
 
 

@@ -36,10 +36,14 @@ def check_pipeline(config) -> None:
     files are only on this machine once the teacher stage has downloaded them.
     """
     distill = _stage(config, "distill")
-    if distill is not None and distill.extra_data.unlabelled and not config.data.unlabelled_labels:
+    if distill is not None and distill.extra_data.unlabelled and not getattr(config.data, "unlabelled_labels", None):
         raise ConfigError("distill.extra_data.unlabelled: true needs an unlabelled pool; name the labels of the "
                           "unlabelled rows in data.unlabelled_labels (e.g. [plot])")
-    if _stage(config, "peer") is not None:
+    if _stage(config, "peer") is not None and config.task == "causal-lm":
+        from edgekd.peer.genai import require_genai
+
+        require_genai()  # the peer stage runs after training: say so before the teacher trains
+    elif _stage(config, "peer") is not None:
         from edgekd.peer.core import require_optimum
 
         require_optimum()  # the peer stage runs after training: say so before the teacher trains
@@ -53,6 +57,11 @@ def check_pipeline(config) -> None:
     # The export stage ships tokenizer.json next to each ONNX model; quantize, bundle and bench read it from there.
     check_tokenizer(folder, needs_tokenizer_json=_stage(config, "export") is not None)
     check_max_length(folder, model_config, config.model.max_length)
+    if config.task == "causal-lm":
+        check_causal_lm(folder, model_config)
+        check_lm_prune(folder, model_config, _stage(config, "prune"))
+        log.info("preflight: %s and the pipeline settings look usable", folder)
+        return
     check_layers(folder, model_config, _stage(config, "prune"), _stage(config, "distill"))
     teacher = _stage(config, "teacher")
     if teacher is not None and not teacher.finetune:
@@ -152,6 +161,50 @@ def check_max_length(folder: Path, model_config, max_length: int) -> None:
         f"max_position_embeddings {model_config.max_position_embeddings}"
         f"{f' ({usable} usable after the padding offset)' if offset else ''}; set model.max_length to {usable} or less"
     )
+
+
+def causal_lm_head_problem(model_config) -> str | None:
+    """Why this config is not a decoder language model, or None. BERT has a causal-LM class in transformers
+    too, so the saved architecture decides: a sequence classifier is not a language model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    allowed = "task causal-lm needs a decoder language model (Llama, Qwen2, GPT-2, SmolLM2, ...)"
+    if model_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_config.is_encoder_decoder:
+        return f"model_type {model_config.model_type!r} has no causal-LM head in transformers; {allowed}"
+    heads = [a for a in (model_config.architectures or []) if a.endswith(("ForCausalLM", "LMHeadModel"))]
+    if model_config.architectures and not heads:
+        return (f"architecture {', '.join(model_config.architectures)} has no causal-LM head "
+                f"(model_type {model_config.model_type!r}); {allowed}")
+    return None
+
+
+def check_causal_lm(folder: Path, model_config) -> None:
+    """A decoder with a language-model head and a tokenizer with an EOS token (put after every document)."""
+    problem = causal_lm_head_problem(model_config)
+    if problem:
+        raise ConfigError(f"{folder / 'config.json'}: {problem}")
+    if load_tokenizer(str(folder)).eos_token_id is None:
+        raise ConfigError(f"{folder}: the tokenizer has no EOS token; causal-lm training puts one after every "
+                          "document (set eos_token in tokenizer_config.json)")
+
+
+# Decoder layouts the causal-LM pruner handles (q/k/v/o attention, gate/up/down MLP, model.layers); tested on llama
+# and qwen2, mistral has the same modules.
+PRUNABLE_LM_TYPES = ("llama", "mistral", "qwen2")
+
+
+def check_lm_prune(folder: Path, model_config, prune) -> None:
+    if prune is None:
+        return
+    if model_config.model_type not in PRUNABLE_LM_TYPES:
+        raise ConfigError(f"prune: {folder / 'config.json'} is a {model_config.model_type!r} model; causal-lm pruning "
+                          f"supports {', '.join(PRUNABLE_LM_TYPES)} layouts so far (export, quantize and bench work "
+                          "for any causal LM: leave prune and distill out)")
+    layers = model_config.num_hidden_layers
+    bad = [i for i in prune.keep_layers or [] if not 0 <= i < layers]
+    if bad:
+        raise ConfigError(f"prune.keep_layers: {bad} out of range; {folder / 'config.json'} has {layers} layers "
+                          f"(0..{layers - 1})")
 
 
 def check_layers(folder: Path, model_config, prune, distill) -> None:

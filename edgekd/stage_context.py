@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.artifacts import ARTIFACT_FIELDS, Artifact
-from edgekd.data.split import Splits, load_splits
+from edgekd.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,17 @@ class StageContext:
     history: list[dict[str, Any]] = field(default_factory=list)  # manifests of the data step and earlier stages
     outputs: dict[str, Artifact] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The pipeline's task family; it decides the data folder's content, so the data key covers it.
+    task_name: str = "text-classification"
 
     @cached_property
-    def splits(self) -> Splits:
-        return load_splits(self.data_dir)
+    def task(self) -> Task:
+        return get_task(self.task_name)
+
+    @cached_property
+    def splits(self) -> Any:
+        """The run's fixed splits, as the task reads them (edgekd.data.split.Splits for classification)."""
+        return self.task.load_splits(self.data_dir)
 
     def setting(self, name: str) -> Any:
         if name not in self.settings:

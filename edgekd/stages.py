@@ -20,6 +20,7 @@ from edgekd.teacher.config import TeacherConfig
 from edgekd.vocab.config import VocabConfig
 
 TRAINING_LIBS = ("torch", "transformers", "tokenizers")
+BOTH = ("text-classification", "causal-lm")
 
 
 @dataclass(frozen=True)
@@ -30,22 +31,32 @@ class StageEntry:
     # "seed", "pipeline" (the whole pipeline, for the report), "machine" (the bench's CPU and host).
     reads: tuple[str, ...]
     libraries: tuple[str, ...]
+    # Task families the stage runs for (edgekd/tasks); a pipeline with another task is refused before it runs.
+    tasks: tuple[str, ...] = ("text-classification",)
+    # Calls edgekd.train.fit: under torchrun every rank runs it (DDP); other stages run on rank 0 only.
+    trains: bool = False
 
 
 STAGES: dict[str, StageEntry] = {
-    "teacher": StageEntry(TeacherConfig, "edgekd.teacher.stage", ("model", "max_length", "seed"), TRAINING_LIBS),
-    "prune": StageEntry(PruneConfig, "edgekd.prune.stage", ("max_length", "seed"), TRAINING_LIBS + ("torch-pruning",)),
-    "distill": StageEntry(DistillConfig, "edgekd.distill.stage", ("max_length", "seed"), TRAINING_LIBS),
-    "ablation": StageEntry(AblationConfig, "edgekd.ablation.stage", ("max_length", "seed"), TRAINING_LIBS),
+    "teacher": StageEntry(TeacherConfig, "edgekd.teacher.stage", ("model", "max_length", "seed"), TRAINING_LIBS,
+                          BOTH, trains=True),
+    "prune": StageEntry(PruneConfig, "edgekd.prune.stage", ("max_length", "seed"), TRAINING_LIBS + ("torch-pruning",),
+                        BOTH),
+    "distill": StageEntry(DistillConfig, "edgekd.distill.stage", ("max_length", "seed"), TRAINING_LIBS, BOTH,
+                          trains=True),
+    "ablation": StageEntry(AblationConfig, "edgekd.ablation.stage", ("max_length", "seed"), TRAINING_LIBS, BOTH,
+                           trains=True),
     "vocab": StageEntry(VocabConfig, "edgekd.vocab.stage", ("max_length",), TRAINING_LIBS),
     "export": StageEntry(ExportConfig, "edgekd.export.stage", ("max_length",),
-                         TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime")),
+                         TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime"), BOTH),
     "quantize": StageEntry(QuantizeConfig, "edgekd.quantize.stage", ("max_length",),
-                           ("transformers", "tokenizers", "onnx", "onnxruntime")),
+                           ("transformers", "tokenizers", "onnx", "onnxruntime"), BOTH),
+    # (torch runs the export)
     "peer": StageEntry(PeerConfig, "edgekd.peer.stage", ("max_length",),
-                       TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime")),  # torch runs the export
-    "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), ()),
+                       TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime"), BOTH),
+    # (causal-lm: the gate scores the shipped file with onnxruntime)
+    "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), (), BOTH),
     "bench": StageEntry(BenchConfig, "edgekd.bench.stage", ("max_length", "seed", "machine"),
-                        TRAINING_LIBS + ("onnxruntime", "numpy")),
-    "report": StageEntry(ReportConfig, "edgekd.report.stage", ("pipeline",), ("matplotlib",)),
+                        TRAINING_LIBS + ("onnxruntime", "numpy"), BOTH),
+    "report": StageEntry(ReportConfig, "edgekd.report.stage", ("pipeline",), ("matplotlib",), BOTH),
 }

@@ -3,6 +3,8 @@
 AdamW with linear warm-up and decay, gradient clipping, dynamic padding, bf16 autocast on CUDA,
 evaluation on the validation split after every epoch, early stopping, and the best weights kept
 in memory and restored at the end. The loss is a callable so the same loop serves both stages.
+Under torchrun the same loop runs data-parallel with DDP (edgekd.distributed): each rank trains
+on a slice of every global batch, and the result equals one process on that global batch.
 """
 
 import copy
@@ -17,13 +19,35 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgekd import distributed
 from edgekd.data.tokenize import batches
 from edgekd.metrics import accuracy
 
 log = logging.getLogger(__name__)
 
-# loss_fn(model, batch, example_indices, labels) -> scalar loss
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor], list[int], torch.Tensor], torch.Tensor]
+# loss_fn(model, batch, example_indices, labels) -> scalar loss (labels is None for tasks without labels)
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor], list[int], torch.Tensor | None], torch.Tensor]
+# evaluate(model) -> validation metrics; fit keeps the epoch whose Selection.metric is best
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which validation metric picks the kept checkpoint, and its direction."""
+
+    metric: str
+    higher_is_better: bool
+
+    def better(self, new: float, old: float | None) -> bool:
+        """Whether ``new`` beats ``old``; NaN (a diverged epoch) never wins and anything beats it."""
+        if math.isnan(new):
+            return old is None  # the first epoch is kept even if NaN, so there is always a checkpoint
+        if old is None or math.isnan(old):
+            return True
+        return new > old if self.higher_is_better else new < old
+
+
+ACCURACY = Selection("accuracy", higher_is_better=True)
 
 
 @dataclass
@@ -44,12 +68,13 @@ class TrainSettings:
 
 @dataclass
 class FitResult:
-    best_accuracy: float
+    best_accuracy: float  # the best value of the selection metric (accuracy for classifiers)
     best_epoch: int
     epochs_run: int
     steps: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # each step's mean loss over its global batch
 
 
 @torch.inference_mode()
@@ -79,64 +104,94 @@ def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     return lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
 
 
-def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_labels: list[int],
-        val_ids: list[list[int]], val_labels: list[int], pad_id: int, settings: TrainSettings,
-        extra_modules: list[nn.Module] = (), desc: str = "train") -> FitResult:
-    """Train ``model`` (and ``extra_modules``, e.g. projections) and restore its best weights."""
-    device = settings.device
+def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_labels: list[int] | None,
+        val_ids: list[list[int]], val_labels: list[int] | None, pad_id: int, settings: TrainSettings,
+        extra_modules: list[nn.Module] = (), desc: str = "train", evaluate: Evaluate | None = None,
+        selection: Selection = ACCURACY) -> FitResult:
+    """Train ``model`` (and ``extra_modules``, e.g. projections) and restore its best weights.
+
+    Without ``evaluate``, each epoch is scored by classification accuracy on ``val_ids``/``val_labels``;
+    a task without labels (a language model) passes ``evaluate`` and its ``selection`` instead.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls fit() alike: ``settings.batch_size`` stays the
+    global batch, DDP averages the gradients of ``model`` and ``extra_modules``, every rank evaluates
+    and keeps rank 0's scores, only rank 0 logs, and every rank returns the same best weights.
+    """
+    rank = distributed.init_from_env(settings.device)
+    distributed.check_same_data(train_ids, train_labels, rank)
+    device = distributed.local_device(settings.device, rank)
     model.to(device).train()
     for m in extra_modules:
         m.to(device).train()
     params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
+    step_loss = distributed.loss_step(model, extra_modules, loss_fn, rank, device)
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_ids) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     if settings.max_steps is not None:
         total = min(total, settings.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, settings.warmup_ratio))
-    labels_all = torch.tensor(train_labels)
-    best = FitResult(best_accuracy=-1.0, best_epoch=0, epochs_run=0, steps=0, seconds=0.0)
+    labels_all = torch.tensor(train_labels) if train_labels is not None else None
+    if evaluate is None:
+        evaluate = _accuracy_on(val_ids, val_labels, pad_id, settings)
+    best = FitResult(best_accuracy=float("nan"), best_epoch=0, epochs_run=0, steps=0, seconds=0.0)
+    best_score: float | None = None
     best_state, bad_epochs, step, start = None, 0, 0, time.perf_counter()
-    log_every = max(1, steps_per_epoch // 5)  # progress in logs too (the bar is hidden when not on a terminal)
+    # progress in logs too (the bar is hidden when not on a terminal), five times per epoch or per max_steps run
+    log_every = max(1, min(steps_per_epoch, total) // 5)
     for epoch in range(1, settings.epochs + 1):
         bar = tqdm(total=min(steps_per_epoch, total - step), desc=f"{desc} epoch {epoch}/{settings.epochs}",
-                   leave=False, disable=None)
-        running = 0.0
-        for n, (idx, batch) in enumerate(batches(train_ids, settings.batch_size, pad_id, True, settings.seed + epoch,
-                                                    settings.group_by_length)):
+                   leave=False, disable=None if rank.is_main else True)
+        running, n = 0.0, 0  # n: steps taken this epoch
+        for idx, batch in batches(train_ids, settings.batch_size, pad_id, True, settings.seed + epoch,
+                                  settings.group_by_length):
             if step >= total:
                 break
+            part = distributed.slice_weight(idx, rank)  # (this rank's examples, loss scale); all of them alone
+            if part is None:
+                continue  # fewer examples than ranks: skipped on every rank alike
+            if rank.enabled:  # rows of the globally padded batch [B, S] -> [B_r, S]
+                batch = {k: v[rank.rank :: rank.world_size] for k, v in batch.items()}
+            idx, weight = part
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.bf16 and device.type == "cuda"):
-                loss = loss_fn(model, batch, idx, labels_all[idx].to(device))
-            loss.backward()
+                labels = labels_all[idx].to(device) if labels_all is not None else None
+                loss = step_loss(batch, idx, labels)
+            (loss if weight == 1.0 else loss * weight).backward()  # DDP all-reduces (averages) the gradients
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            running += loss.item()
+            step, n = step + 1, n + 1
+            best.losses.append(distributed.global_loss(loss, weight, rank))
+            running += best.losses[-1]
             bar.update(1)
-            bar.set_postfix(loss=f"{running / (n + 1):.4f}")
-            if (n + 1) % log_every == 0:
-                log.info("%s epoch %d: step %d/%d, loss %.4f, %.2f s/step", desc, epoch, n + 1, steps_per_epoch,
-                         running / (n + 1), (time.perf_counter() - start) / step)
+            bar.set_postfix(loss=f"{running / n:.4f}")
+            if n % log_every == 0 and rank.is_main:
+                this_epoch = min(steps_per_epoch, total - (epoch - 1) * steps_per_epoch)  # (max_steps may cut it)
+                log.info("%s epoch %d: step %d/%d, loss %.4f, %.2f s/step", desc, epoch, n, this_epoch,
+                         running / n, (time.perf_counter() - start) / step)
         bar.close()
-        val_pred = predict_logits(model, val_ids, pad_id, device, settings.eval_batch_size, settings.bf16).argmax(-1)
-        val_acc = accuracy(val_pred, np.asarray(val_labels))
-        record = {"epoch": epoch, "step": step, "train_loss": running / max(1, n + 1), "val_accuracy": val_acc,
-                  "seconds": round(time.perf_counter() - start, 1)}
+        # Every rank evaluates (same wall time as rank 0 alone) and keeps rank 0's scores, so every
+        # rank makes the same keep / early-stop decision even if its numerics differ.
+        scores = distributed.from_main(evaluate(model), rank)
+        score = scores[selection.metric]
+        record = {"epoch": epoch, "step": step, "train_loss": running / max(1, n),
+                  **{f"val_{k}": v for k, v in scores.items()}, "seconds": round(time.perf_counter() - start, 1)}
         best.history.append(record)
         best.epochs_run = epoch
-        log.info("%s epoch %d: train loss %.4f, validation accuracy %.4f (%.0f s)", desc, epoch,
-                 record["train_loss"], val_acc, record["seconds"])
-        if val_acc > best.best_accuracy:
-            best.best_accuracy, best.best_epoch, bad_epochs = val_acc, epoch, 0
+        if rank.is_main:
+            log.info("%s epoch %d: train loss %.4f, validation %s %.4f (%.0f s)", desc, epoch,
+                     record["train_loss"], selection.metric, score, record["seconds"])
+        if selection.better(score, best_score):
+            best_score = best.best_accuracy = score
+            best.best_epoch, bad_epochs = epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             bad_epochs += 1
             if bad_epochs > settings.patience:
-                log.info("%s: early stop after epoch %d (best epoch %d)", desc, epoch, best.best_epoch)
+                if rank.is_main:
+                    log.info("%s: early stop after epoch %d (best epoch %d)", desc, epoch, best.best_epoch)
                 break
         if step >= total:
             break
@@ -144,3 +199,12 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_lab
     model.cpu().eval()
     best.steps, best.seconds = step, time.perf_counter() - start
     return best
+
+
+def _accuracy_on(val_ids: list[list[int]], val_labels: list[int], pad_id: int, settings: TrainSettings) -> Evaluate:
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        pred = predict_logits(model, val_ids, pad_id, settings.device, settings.eval_batch_size,
+                              settings.bf16).argmax(-1)
+        return {"accuracy": accuracy(pred, np.asarray(val_labels))}
+
+    return evaluate

@@ -64,9 +64,19 @@ class AblationConfig(StrictModel):
                              "of drop_terms")
         return self
 
+    def task_problem(self, pipeline) -> str | None:
+        if pipeline.task == "causal-lm" and (self.drop_terms or self.extra_data):
+            return ("drop_terms and extra_data apply to text-classification only; a causal-lm ablation trains the "
+                    "non-distilled student (hard_labels: next-token cross-entropy, the same steps and tokens)")
+        return None
+
     @staticmethod
     def summary(m: dict) -> str:
         variants = m.get("variants", {})
+        if "distilled_validation_perplexity" in m:  # a causal LM
+            parts = [f"{name}: validation perplexity {v['validation']['perplexity']:.4g}" for name, v in variants.items()]
+            return "; ".join(parts + [f"distilled {m['distilled_validation_perplexity']:.4g}"]) + \
+                f" (same steps as the distill stage: {m.get('steps')})"
         parts = [f"{name}: validation accuracy {100 * v['validation']['accuracy']:.2f}%"
                  for name, v in variants.items()]
         if "distilled_validation_accuracy" in m:

@@ -10,6 +10,10 @@ from edgekd.stage_context import StageContext
 
 
 def run(cfg: AblationConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.ablation.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     manifest = distill_stage_manifest(ctx.history)
     distill_cfg = DistillConfig.model_validate(manifest["config"])
     variants = variant_configs(distill_cfg, cfg)

@@ -35,7 +35,13 @@ def source_identity(source: str, what: str, cache: DigestCache) -> dict:
         if name not in table:
             raise AssetError(f"unknown built-in {what} {name!r}; available: {', '.join(sorted(table))}")
         asset = table[name]
-        return {"builtin": name, "wheel": asset.requirement, "sha256": asset.sha256, "member": asset.member}
+        identity = {"builtin": name, "wheel": asset.requirement, "sha256": asset.sha256, "member": asset.member}
+        if asset.convert == "gguf":  # what the model is also depends on how it was converted
+            from edgekd.assets.gguf import CONVERTER_VERSION
+            from edgekd.versions import package_version
+
+            identity.update(convert="gguf", converter=CONVERTER_VERSION, gguf=package_version("gguf"))
+        return identity
     if source.startswith("hub:"):
         repo = source.removeprefix("hub:")
         return {"hub": repo, "revision": hub_revision(repo, what)}

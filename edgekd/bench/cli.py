@@ -173,6 +173,18 @@ def _baseline_name(baseline: int | str, names: list[str]) -> str:
 
 
 def bench_command(args) -> dict:
+    from edgekd.bench.lm_cli import is_causal_lm, lm_bench_command, lm_target_for
+
+    lm = [is_causal_lm(p) for p in args.models]
+    if any(lm):  # the causal-LM workload (prefill + greedy decode); every model must be a causal LM
+        if not all(lm):
+            other = next(p for p, is_lm in zip(args.models, lm) if not is_lm)
+            raise EdgekdError(f"{other}: not a causal LM, but other models given are; benchmark classifiers and "
+                              "language models in separate runs")
+        names = [lm_target_for(p).name for p in args.models]
+        if len(set(names)) != len(names):
+            raise EdgekdError(f"the same model is given twice: {', '.join(n for n in names if names.count(n) > 1)}")
+        return lm_bench_command(args, _baseline_name(args.baseline, names))
     targets = [target_for(p) for p in args.models]
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
@@ -229,6 +241,12 @@ def bench_command(args) -> dict:
 
 def format_table(result: dict) -> str:
     """The terminal table: one line per model, paired speed-up against the baseline."""
+    from edgekd.bench.lm_core import LM_SCHEMA
+
+    if result.get("schema") == LM_SCHEMA:
+        from edgekd.bench.lm_cli import format_lm_table
+
+        return format_lm_table(result)
     tag = next(iter(result["threads"]))
     key = f"real_b1_{tag}"
     ref = (result["references"] or [None])[0]

@@ -1,8 +1,34 @@
-from typing import Literal
+"""Bench stage settings: the classifier workload's fields at the top level, the causal-LM workload in `lm:`.
+
+The LM section is None for text-classification and left out of model_dump while it is (StrictModel._omit_if),
+so every classification bench cache key stays what it was before the LM workload existed.
+"""
+
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from edgekd._config_base import StrictModel
+
+# Top-level fields that only the classifier workload reads (batch-1 texts, fixed lengths, throughput batches).
+CLASSIFIER_ONLY = ("sample", "fixed_length", "fixed_runs", "throughput_batch", "throughput_batches", "length_buckets",
+                   "eval_batch_size", "warmup", "turn_warmup")
+
+
+class LMBenchConfig(StrictModel):
+    """The causal-LM workload: greedy generation from fixed prompts, and teacher-forced quality on test windows."""
+
+    prompts: int = Field(8, ge=1, le=10_000, description="prompts generated from per round: the first prompt_tokens "
+                         "tokens of seeded test windows, the same for every model")
+    prompt_tokens: int = Field(64, ge=1, le=32_768, description="tokens per prompt (the prefill length)")
+    new_tokens: int = Field(32, ge=2, le=32_768, description="greedy tokens generated per prompt with the KV cache "
+                            "(EOS ignored, so every model decodes the same count)")
+    eval_windows: int = Field(16, ge=1, le=100_000, description="test windows of model.max_length tokens scored "
+                              "teacher-forced: perplexity, next-token accuracy, agreement with the teacher")
+    warmup: int = Field(2, ge=0, le=1000, description="untimed generations per model before the first round of a "
+                        "thread setting")
+    turn_warmup: int = Field(1, ge=0, le=1000, description="untimed generations at the start of each model's turn "
+                             "in a round (its threads slept while the other models ran)")
 
 
 class BenchConfig(StrictModel):
@@ -34,6 +60,26 @@ class BenchConfig(StrictModel):
     strict: bool = Field(False, description="refuse a disturbed result instead of flagging it")
     bundle: bool = Field(True, description="also time the deploy bundle end to end (tokenizer included)")
     cuda: Literal["auto", "off"] = Field("auto", description="auto: also time the teacher on CUDA when a GPU is there")
+    lm: LMBenchConfig | None = Field(None, description="task causal-lm only: prompts, prompt and generated tokens, "
+                                     "evaluation windows (None: the defaults)")
+
+    _omit_if: ClassVar[dict] = {"lm": None}
+
+    def task_problem(self, pipeline) -> str | None:
+        """Why this config does not fit the pipeline's task family, or None (takes the PipelineConfig or its task)."""
+        task = getattr(pipeline, "task", pipeline)
+        if task == "causal-lm":
+            wrong = [name for name in CLASSIFIER_ONLY if name in self.model_fields_set]
+            if wrong:
+                return (f"{', '.join(wrong)} apply to text-classification only; a causal-lm bench takes rounds, "
+                        "threads, max_other_cpu, strict, bundle, cuda and lm: {prompts, prompt_tokens, new_tokens, "
+                        "eval_windows, warmup, turn_warmup}")
+        elif self.lm is not None:
+            return "lm applies to task causal-lm only"
+        return None
+
+    def lm_settings(self) -> LMBenchConfig:
+        return self.lm or LMBenchConfig()
 
     @field_validator("threads")
     @classmethod
@@ -52,6 +98,8 @@ class BenchConfig(StrictModel):
     def latency_settings(self, max_length: int) -> list[str]:
         """Names of the batch-1 latency settings this config measures (the report plots one of them)."""
         tags = ["tall" if n == 0 else f"t{n}" for n in self.threads]
+        if self.lm is not None:  # a causal LM: generation from fixed-length prompts, per thread setting
+            return [f"p{self.lm.prompt_tokens}_n{self.lm.new_tokens}_{t}" for t in tags]
         fixed = [f"fixed{min(self.fixed_length, max_length)}_b1_{t}" for t in tags] if self.fixed_runs else []
         return [f"real_b1_{t}" for t in tags] + fixed
 

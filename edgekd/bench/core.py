@@ -55,6 +55,7 @@ class Target:
     timed: bool = True
     # This model's own tokenisation of the benchmark texts (same texts, sample and order, its own ids);
     # None: the inputs passed to run_benchmark, shared by every model with the same tokenizer.
+    # (The causal-LM bench puts an edgekd.bench.lm_inputs.LMInputs here.)
     inputs: BenchInputs | None = None
     extra: dict = field(default_factory=dict)
 
@@ -67,21 +68,26 @@ class Target:
 class WorkerProcess:
     """A running edgekd.bench.worker; ``send`` returns its reply or raises naming the model."""
 
+    module = "edgekd.bench.worker"  # the causal-LM bench runs edgekd.bench.lm_worker (LMWorkerProcess)
+
     def __init__(self, target: Target, inputs: BenchInputs, cfg: BenchConfig):
         self.target = target
         self.stderr = tempfile.TemporaryFile(mode="w+")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgekd.bench.worker"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         job = {**target.describe(), "path": str(target.path), "pad_id": target.pad_id,
                "runtime_dir": str(DEPLOY_RUNTIME.parent)}
         try:
-            self.load_s = self.send({"op": "load", "target": job, "inputs": str(inputs.npz),
-                                     "texts": str(inputs.texts) if inputs.texts else None,
-                                     "throughput": [cfg.throughput_batch, cfg.throughput_batches]})["load_s"]
+            self.load_s = self.send(self.load_command(job, inputs, cfg))["load_s"]
         except BaseException:
             self.close()  # not yet in the caller's list of workers, so nobody else would
             raise
+
+    def load_command(self, job: dict, inputs: BenchInputs, cfg: BenchConfig) -> dict:
+        return {"op": "load", "target": job, "inputs": str(inputs.npz),
+                "texts": str(inputs.texts) if inputs.texts else None,
+                "throughput": [cfg.throughput_batch, cfg.throughput_batches]}
 
     def send(self, cmd: dict) -> dict:
         self.proc.stdin.write(json.dumps(cmd) + "\n")

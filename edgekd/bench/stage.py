@@ -82,6 +82,10 @@ def references(targets: list[Target]) -> list[str]:
 
 
 def run(cfg: BenchConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.bench.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     splits = ctx.splits
     targets = plan_targets(ctx.artifacts, cfg)
     # Each model reads the test texts with its own artifact's tokenizer (a vocabulary-trimmed student numbers

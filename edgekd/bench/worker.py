@@ -195,7 +195,9 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
 
 
-def main() -> int:
+def main(make_worker=None) -> int:
+    """Serve commands until "quit"; ``make_worker(load_cmd)`` builds the worker (default: the classifier's)."""
+    make_worker = make_worker or Worker
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the replies
     worker = None
@@ -205,7 +207,7 @@ def main() -> int:
             break
         try:
             if cmd["op"] == "load":
-                worker = Worker(cmd)
+                worker = make_worker(cmd)
                 reply = {"load_s": worker.load_s}
             else:
                 reply = worker.handle(cmd)

@@ -5,6 +5,16 @@ from pydantic import Field
 from edgekd._config_base import StrictModel
 
 
+class BundleLMConfig(StrictModel):
+    """The quality gate of a language-model bundle: the shipped file against the teacher, same validation windows."""
+
+    max_perplexity_ratio: float = Field(1.5, gt=1.0, description="refuse to bundle a model whose validation "
+                                        "perplexity exceeds this multiple of the teacher's")
+    allow_over_ratio: bool = Field(False, description="bundle it anyway (the report still flags it)")
+    max_new_tokens: int = Field(128, ge=1, le=65_536, description="default generation length written to "
+                                "generation.json")
+
+
 class BundleConfig(StrictModel):
     """A deployable folder: one ONNX model, tokenizer.json, label names and a manifest."""
 
@@ -13,8 +23,27 @@ class BundleConfig(StrictModel):
         "student.int8-dynamic.onnx", description="ONNX artifact to ship (any output of export or quantize)"
     )
 
+    lm: BundleLMConfig | None = Field(None, description="task causal-lm only (filled in for it): the generation "
+                                      "bundle's quality gate")
+
+    _omit_if = {"lm": None}  # classification dumps (and cache keys) stay as they were before `lm` existed
+
+    def key_extras(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """A language-model bundle's gate scores the shipped file with onnxruntime on tokenised text."""
+        return ((), ("onnxruntime", "tokenizers", "transformers")) if self.lm is not None else ((), ())
+
+    def task_problem(self, pipeline) -> str | None:
+        if pipeline.task != "causal-lm" and self.lm is not None:
+            return "lm applies to task causal-lm only"
+        return None
+
     @staticmethod
     def summary(m: dict) -> str:
+        gate = m.get("quality_gate")
+        if gate:
+            verdict = "over the limit, bundled anyway" if gate["over"] else "within the limit"
+            return (f"{m.get('source')}, {m.get('bundle_bytes', 0) / 1e6:.1f} MB; validation perplexity "
+                    f"{gate['perplexity']:.4g} = {gate['ratio']:.2f}x the teacher's (limit {gate['limit']}x, {verdict})")
         return f"{m.get('source')}, {m.get('bundle_bytes', 0) / 1e6:.1f} MB"
 
     def requires(self) -> list[str]:

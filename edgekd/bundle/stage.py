@@ -11,6 +11,10 @@ from edgekd.version import __version__
 
 
 def run(cfg: BundleConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.bundle.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     src = ctx.artifact(cfg.model)
     folder = ctx.out / "bundle"
     folder.mkdir()
@@ -25,13 +29,13 @@ def run(cfg: BundleConfig, ctx: StageContext) -> None:
         "runtime": "onnxruntime (CPUExecutionProvider); inputs input_ids, attention_mask[, token_type_ids] int64",
     }
     atomic_write_json(folder / "bundle.json", manifest)
-    _make_world_readable(folder)
+    make_world_readable(folder)
     ctx.metrics.update(source=cfg.model, bundle_bytes=folder_size(folder))
     ctx.add_output("bundle", "bundle", "bundle", role=src.role, source=cfg.model, precision=src.precision,
                    runtime="bundle", tokenizer="bundle", pad_id=src.pad_id, task=src.task)
 
 
-def _make_world_readable(folder) -> None:
+def make_world_readable(folder) -> None:
     """The bundle is meant to be copied and served: mkstemp (atomic writes) leaves 0600, copies follow the umask."""
     folder.chmod(0o755)
     for path in folder.iterdir():

@@ -31,6 +31,46 @@ class ExtraDataConfig(StrictModel):
         return self.unlabelled or self.augment_copies > 0
 
 
+class GeneratedTextConfig(StrictModel):
+    """Sequence-level KD data for a causal LM: the teacher continues the start of training windows."""
+
+    sequences: int = Field(0, ge=0, le=1_000_000, description="teacher-written windows added to training (0: off)")
+    prompt_tokens: int = Field(32, ge=1, le=4096, description="tokens of a training window the teacher continues; "
+                               "it writes the rest of the window (model.max_length - prompt_tokens tokens)")
+    do_sample: bool = Field(True, description="sample the continuation (False: greedy)")
+    temperature: float = Field(0.8, gt=0.0, le=10.0, description="sampling temperature")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
+
+
+class LMDistillConfig(StrictModel):
+    """Causal-LM distillation: alpha * KD(loss) + (1 - alpha) * next-token CE, per counted token."""
+
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl", description="forward_kl: KL(teacher || student) (mode-covering); reverse_kl: KL(student || "
+        "teacher) (mode-seeking, MiniLLM); jsd: generalised Jensen-Shannon with jsd_beta (GKD)")
+    jsd_beta: float = Field(0.5, ge=0.0, le=1.0, description="jsd only: 0 = forward KL, 1 = reverse KL")
+    teacher_logits: Literal["online", "topk"] = Field(
+        "online", description="online: the teacher runs on every batch (full distribution); topk: its top-k logits "
+        "per token are computed once before training and reused every epoch (forward_kl only)")
+    topk: int = Field(64, ge=1, le=65_536, description="tokens kept per position when teacher_logits is topk")
+    generated: GeneratedTextConfig = Field(default_factory=GeneratedTextConfig,
+                                           description="teacher-written training text (sequence-level KD; off by "
+                                                       "default)")
+
+    @model_validator(mode="after")
+    def _topk_is_forward_kl(self) -> "LMDistillConfig":
+        if self.teacher_logits == "topk" and self.loss != "forward_kl":
+            raise ValueError(f"teacher_logits topk works with loss forward_kl only (got {self.loss}): the other losses "
+                             "need the teacher's whole distribution")
+        return self
+
+
+# Fields that only mean something for an encoder classifier (hidden states, attention maps, [CLS], labels).
+CLASSIFIER_ONLY = ("beta", "gamma", "layer_map", "temperature_schedule", "temperature_end", "relation_weight",
+                   "relation_heads", "relations", "relation_layers", "contrastive_weight", "contrastive_temperature",
+                   "extra_data")
+
+
 class DistillConfig(TrainingFields):
     """Knowledge distillation from the fine-tuned teacher into the pruned student.
 
@@ -57,6 +97,7 @@ class DistillConfig(TrainingFields):
     relation_weight or contrastive_weight is above 0 (its logits are cached once before training).
     """
 
+    _omit_if = {"lm": None}  # classification dumps (and cache keys) stay as they were before `lm` existed
     kind: Literal["distill"] = "distill"
     epochs: int = Field(3, ge=1, le=100, description="maximum epochs over the training split")
     temperature: float = Field(2.0, gt=0.0, le=20.0, description="softmax temperature T of the soft targets")
@@ -93,6 +134,8 @@ class DistillConfig(TrainingFields):
     contrastive_temperature: float = Field(
         0.1, gt=0.0, le=10.0, description="temperature of the InfoNCE similarities"
     )
+    lm: LMDistillConfig | None = Field(None, description="task causal-lm only: the KD loss, online or top-k teacher "
+                                       "logits, teacher-written text (None: the defaults)")
     extra_data: ExtraDataConfig = Field(
         default_factory=ExtraDataConfig, description="teacher-labelled extra text: the unlabelled pool and "
         "augmented training sentences (off by default)"
@@ -106,6 +149,24 @@ class DistillConfig(TrainingFields):
             raise ValueError("temperature_end is only used by temperature_schedule linear or cosine")
         return self
 
+    def task_problem(self, pipeline) -> str | None:
+        """Why this config does not fit the pipeline (its task family, its window length), or None."""
+        if pipeline.task == "causal-lm":
+            generated = self.lm_settings().generated
+            if generated.sequences and generated.prompt_tokens >= pipeline.model.max_length:
+                return (f"lm.generated.prompt_tokens: {generated.prompt_tokens} leaves no room to write in a window "
+                        f"of model.max_length {pipeline.model.max_length} tokens; use fewer")
+            wrong = [name for name in CLASSIFIER_ONLY if name in self.model_fields_set]
+            if wrong:
+                return (f"{', '.join(wrong)} apply to text-classification only; a causal-lm distill takes temperature, "
+                        "alpha and lm: {loss, teacher_logits, topk, generated}")
+        elif self.lm is not None:
+            return "lm applies to task causal-lm only"
+        return None
+
+    def lm_settings(self) -> LMDistillConfig:
+        return self.lm or LMDistillConfig()
+
     @property
     def final_temperature(self) -> float:
         return self.temperature if self.temperature_end is None else self.temperature_end
@@ -114,6 +175,11 @@ class DistillConfig(TrainingFields):
     def summary(m: dict) -> str:
         extra = (m.get("extra_data") or {}).get("total")
         note = f", {extra} teacher-labelled extra examples" if extra else ""
+        if "perplexity" in m["validation"]:
+            generated = (m.get("generated") or {}).get("sequences")
+            note = f", {generated} teacher-written windows" if generated else ""
+            return (f"{m.get('epochs_run')} epoch(s), best {m.get('best_epoch')}, validation perplexity "
+                    f"{m['validation']['perplexity']:.2f}{note}")
         return (f"{m.get('epochs_run')} epoch(s), best {m.get('best_epoch')}, validation accuracy "
                 f"{100 * m['validation']['accuracy']:.2f}%{note}")
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd import distributed
 from edgekd.data.split import Splits
 from edgekd.data.tokenize import encode
 from edgekd.distill.augment import NO_LABEL, ExtraExamples, build_extra_examples, mixed_soft_loss
@@ -115,6 +116,11 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, splits: Splits, c
         relation_loss = RelationLoss(relation_map, cfg.relations, cfg.relation_heads)
         log.info("%s relation transfer on layers %s (student: teacher), %d relation heads",
                  "/".join(cfg.relations), relation_map, cfg.relation_heads)
+    if cfg.contrastive_weight > 0 and distributed.info_from_env().enabled:
+        # Its negatives are the other examples of the batch: under DDP each process would see only its share.
+        raise ConfigError("distill.contrastive_weight: the contrastive term is not supported under torchrun yet (its "
+                          "in-batch negatives would shrink to each process's share); set it to 0 or train on one "
+                          "process")
     contrastive_loss = (ContrastiveLoss(width(student), width(teacher), cfg.contrastive_temperature)
                         if cfg.contrastive_weight > 0 else None)
     # What the student and teacher forwards must return; the teacher runs only when a term reads it.

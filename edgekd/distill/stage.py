@@ -15,6 +15,10 @@ from edgekd.stage_context import StageContext
 
 
 def run(cfg: DistillConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.distill.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     teacher_dir, pruned_dir = str(ctx.artifact("teacher").path), str(ctx.artifact("pruned").path)
     # Attention maps are only returned by the eager implementation.
     attn = "eager" if cfg.gamma > 0 else "sdpa"

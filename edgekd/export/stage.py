@@ -13,6 +13,10 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: ExportConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.export.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     texts = ctx.splits.test.texts[:64]
     for name in cfg.models:
         model_dir = ctx.artifact(name).path

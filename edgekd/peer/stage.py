@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: PeerConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.peer.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     require_optimum()  # before the splits are read or anything is exported
     src = ctx.artifact(cfg.model)
     check_stock_layout(src.path, cfg.model)

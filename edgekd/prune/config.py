@@ -142,8 +142,26 @@ class PruneConfig(StrictModel):
                              f"{', '.join(given)}; remove one")
         return self
 
+    def task_problem(self, pipeline) -> str | None:
+        """Causal LMs keep their width (hidden pruning, low rank and latency targets are encoder-only so far)."""
+        if pipeline.task != "causal-lm":
+            return None
+        wrong = [f for f in ("hidden_ratio", "target", "low_rank", "skip_loss_greedy") if f in self.model_fields_set]
+        if self.importance == "activation":
+            wrong.append("importance: activation")
+        if wrong:
+            return (f"{', '.join(wrong)} apply to text-classification only; a causal-lm prune takes layer_ratio or "
+                    "keep_layers, layer_selection (block_influence, skip_loss = perplexity change, even), head_ratio "
+                    "(whole KV groups), ffn_ratio, importance (taylor, magnitude), multiple_of")
+        return None
+
     @staticmethod
     def summary(m: dict) -> str:
+        if "perplexity" in m["validation"]:  # a causal LM
+            return (f"{m['parameters_before'] / 1e6:.2f}M → {m['parameters_after'] / 1e6:.2f}M parameters; layers "
+                    f"{m['kept_layers']} ({m['layer_method'] or 'given'}), heads {m['heads_after']} / KV heads "
+                    f"{m['kv_heads_after']}, FFN {m['ffn_after']}; validation perplexity before distillation "
+                    f"{m['validation']['perplexity']:.4g}")
         selection = m.get("layer_selection") or {}
         why = ""
         if selection.get("scores"):

@@ -23,6 +23,10 @@ def calibration_batches(tokenizer, texts: list[str], labels: list[int], max_leng
 
 
 def run(cfg: PruneConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.prune.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     teacher_dir = str(ctx.artifact("teacher").path)
     tokenizer = load_tokenizer(teacher_dir)
     teacher = load_classifier(teacher_dir)

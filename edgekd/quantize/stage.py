@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: QuantizeConfig, ctx: StageContext) -> None:
+    if ctx.task.name == "causal-lm":
+        from edgekd.quantize.lm_stage import run_causal_lm
+
+        return run_causal_lm(cfg, ctx)
     splits = ctx.splits
     n_classes = len(splits.label_names)
     for name in cfg.models:

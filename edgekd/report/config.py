@@ -9,7 +9,9 @@ class ReportConfig(StrictModel):
     """report.json, report.md and the accuracy-vs-latency plot, from the benchmark results."""
 
     kind: Literal["report"] = "report"
-    latency_setting: str = Field("real_b1_t1", description="latency setting plotted and used for speed-up ratios")
+    latency_setting: str = Field("real_b1_t1", description="latency setting plotted and used for speed-up ratios "
+                                 "(a causal LM's report: the bench's first setting, prompt/new tokens at 1 thread, "
+                                 "unless one is named)")
 
     @staticmethod
     def summary(m: dict) -> str:

@@ -185,6 +185,10 @@ def ablation_section(rows: list[dict], history: list[dict]) -> dict | None:
 
 
 def build_report(bench: dict, history: list[dict], pipeline: dict, latency_setting: str) -> dict:
+    if bench.get("task") == "causal-lm":
+        from edgekd.report.lm import build_lm_report
+
+        return build_lm_report(bench, history, pipeline, latency_setting)
     rows = bench["rows"]
     if rows and latency_setting not in rows[0]["latency_ms"]:
         raise EdgekdError(f"report latency_setting {latency_setting!r} was not measured; the bench measured "
@@ -211,8 +215,14 @@ def build_report(bench: dict, history: list[dict], pipeline: dict, latency_setti
 def write_report(report: dict, folder: Path) -> dict[str, Path]:
     paths = {"report.json": folder / "report.json", "report.md": folder / "report.md", "report.png": folder / "report.png"}
     atomic_write_json(paths["report.json"], report)
-    atomic_write_text(paths["report.md"], render_markdown(report))
-    plot(report, paths["report.png"])
+    if report.get("task") == "causal-lm":
+        from edgekd.report.lm_markdown import plot_lm, render_lm_markdown
+
+        atomic_write_text(paths["report.md"], render_lm_markdown(report))
+        plot_lm(report, paths["report.png"])
+    else:
+        atomic_write_text(paths["report.md"], render_markdown(report))
+        plot(report, paths["report.png"])
     return {name: path for name, path in paths.items() if path.exists()}
 
 
@@ -243,9 +253,9 @@ def rebuild_report(run_dir: Path) -> Path:
     if "bench.json" not in run["artifacts"]:
         raise EdgekdError(f"{run_dir}: the run has no bench stage, so there is nothing to report")
     bench = _read_json(run_dir / run["artifacts"]["bench.json"], "the benchmark result")
-    if bench.get("schema") != "edgekd.bench/v2":
+    if bench.get("schema") not in ("edgekd.bench/v2", "edgekd.bench-lm/v1"):
         raise EdgekdError(f"{run_dir / run['artifacts']['bench.json']}: benchmark schema {bench.get('schema')!r} is "
-                          "not edgekd.bench/v2; rerun the pipeline to measure again")
+                          "not edgekd.bench/v2 or edgekd.bench-lm/v1; rerun the pipeline to measure again")
     report_cfg = next((s for s in run["pipeline"]["stages"] if s["kind"] == "report"), {})
     report = build_report(bench, history, run["pipeline"], report_cfg.get("latency_setting", "real_b1_t1"))
     return write_report(report, run_dir)["report.md"]

@@ -14,6 +14,9 @@ class TeacherConfig(TrainingFields):
     @staticmethod
     def summary(m: dict) -> str:
         """One line for the report's pipeline table, from this stage's manifest metrics."""
+        if "perplexity" in m["validation"]:  # a causal LM
+            return (f"{m.get('device', 'as given')}, {m.get('steps', 0)} steps, validation perplexity "
+                    f"{m['validation']['perplexity']:.4g}")
         return (f"{m.get('device', 'as given')}, {m.get('epochs_run', 0)} epoch(s), validation accuracy "
                 f"{100 * m['validation']['accuracy']:.2f}%")
 

@@ -2,7 +2,11 @@
 
 import pytest
 
-from edgekd.assets import resolve_dataset_file, resolve_model_dir
+import math
+import time
+from pathlib import Path
+
+from edgekd.assets import resolve_dataset_file, resolve_model_dir, resolve_text_source
 from edgekd.data import make_splits, read_labelled_text
 
 
@@ -31,3 +35,45 @@ def test_minilm_loads_as_a_classifier_offline(monkeypatch):
     assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
     assert 22_000_000 < count_parameters(model) < 23_500_000
     assert load_tokenizer(folder)("a fine film")["input_ids"][0] == 101  # [CLS] of the uncased WordPiece vocab
+
+
+@pytest.mark.network
+def test_bbc_news_is_a_folder_of_topic_articles():
+    folder = resolve_text_source("builtin:bbc-news")
+    files = sorted(Path(folder).glob("*/*.txt"))
+    assert len(files) == 2225
+    assert sorted({f.parent.name for f in files}) == ["business", "entertainment", "politics", "sports", "tech"]
+    undecodable = []
+    for f in files:
+        try:
+            f.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable.append(f"{f.parent.name}/{f.name}")
+    assert undecodable == ["sports/199.txt"]  # a cp1252 pound sign; readers need a fallback for this one file
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_smollm2_teacher_converts_once_and_predicts_english(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model_dir("builtin:smollm2-135m-instruct")  # first use: download + convert (~1 min)
+    start = time.perf_counter()
+    assert resolve_model_dir("builtin:smollm2-135m-instruct") == folder
+    assert time.perf_counter() - start < 1.0
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    cfg = model.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size) == (30, 576, 49152)
+    assert cfg.tie_word_embeddings and getattr(cfg, "quantization_config", None) is None
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert tok.eos_token == "<|im_end|>"
+    text = ("The government announced on Tuesday that it would raise taxes on fuel "
+            "to help pay for new schools and hospitals.")
+    ids = tok(text, return_tensors="pt").input_ids
+    assert ids[0, 0].item() != tok.bos_token_id  # SmolLM2 adds no BOS
+    with torch.no_grad():
+        ppl = math.exp(model(ids, labels=ids).loss.item())
+    assert ppl < 100
