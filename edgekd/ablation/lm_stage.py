@@ -29,7 +29,7 @@ def run_causal_lm(cfg: AblationConfig, ctx: StageContext) -> None:
                                         "patience": epochs})
     device = torch_device(ce.device)
     result = distill_causal_lm(student, None, train, val, ce, ctx.seed, device, tokenizer.eos_token_id,
-                               evaluate=lambda m: task.scores(m, val, device)).fit
+                               evaluate=lambda m: task.scores(m, val, device), desc="ablation").fit
     ctx.metrics.update(
         steps=steps, budget_from=manifest.get("folder"), distilled_loss={"alpha": distill_cfg.alpha, **distilled.get(
             "loss", {})}, distilled_validation_perplexity=distilled.get("validation", {}).get("perplexity"),

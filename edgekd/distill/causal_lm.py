@@ -75,7 +75,7 @@ def cache_teacher_topk(teacher: nn.Module, windows: list[list[int]], k: int) -> 
 
 def distill_causal_lm(student: nn.Module, teacher: nn.Module | None, train: list[list[int]], val: list[list[int]],
                       cfg: DistillConfig, seed: int, device: torch.device, eos_id: int,
-                      evaluate) -> LMDistillResult:
+                      evaluate, desc: str = "distill") -> LMDistillResult:
     """Train ``student`` in place; the epoch with the lowest validation perplexity is kept. ``teacher`` may be
     None for cross-entropy alone (alpha 0, no teacher-written text): the non-distilled student."""
     import time
@@ -114,7 +114,7 @@ def distill_causal_lm(student: nn.Module, teacher: nn.Module | None, train: list
 
     torch.manual_seed(seed)
     settings = settings_from(cfg, seed, device)
-    result = fit(student, loss_fn, windows, None, val, None, eos_id, settings, desc="distill", evaluate=evaluate,
+    result = fit(student, loss_fn, windows, None, val, None, eos_id, settings, desc=desc, evaluate=evaluate,
                  selection=_perplexity())
     teacher.cpu()
     return LMDistillResult(result, len(written), round(generate_seconds, 1),
