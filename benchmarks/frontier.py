@@ -83,8 +83,13 @@ def meets(row: dict) -> bool:
             and row["size_ratio"] >= GOAL["size_ratio"])
 
 
+def is_classifier_result(result: dict) -> bool:
+    """A classification pipeline's result with a headline (causal-LM results have their own report)."""
+    return bool((result.get("headline") or {}).get("student")) and result.get("report", {}).get("task") != "causal-lm"
+
+
 def render(folder: Path = RESULTS) -> str:
-    results = sorted(p for p in folder.glob("*.json") if (json.loads(p.read_text()).get("headline") or {}).get("student"))
+    results = sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
     lines = [
         "# The frontier: students measured by `make bench`",
         "",

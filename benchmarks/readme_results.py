@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from edgekd.report.markdown import faster, percent  # noqa: E402  (the report's own wording)
+from frontier import is_classifier_result  # noqa: E402
 
 BEGIN, END = "<!-- results:begin (written by benchmarks/readme_results.py) -->", "<!-- results:end -->"
 
@@ -115,7 +116,7 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
 
 def results_in_order(folder: Path = ROOT / "benchmarks" / "results") -> list[Path]:
     """Result files of this schema (those with a headline student), oldest first."""
-    return sorted(p for p in folder.glob("*.json") if (json.loads(p.read_text()).get("headline") or {}).get("student"))
+    return sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
 
 
 def render_newest(readme_root: Path = ROOT) -> str:

@@ -11,6 +11,7 @@ Every number in the files comes from report.json; nothing is typed in.
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def main() -> int:
                "load": report["bench"]["load"], "stage_seconds": {s["kind"]: s["seconds"] for s in report["stages"]},
                "headline": report["headline"], "report": report}
     atomic_write_json(stem.with_suffix(".json"), summary)
-    md = (result.run_dir / "report.md").read_text().replace("![accuracy vs latency](report.png)\n", "")
+    md = re.sub(r"!\[[^\]]*\]\(report\.png\)\n", "", (result.run_dir / "report.md").read_text())  # (not copied)
     atomic_write_text(stem.with_suffix(".md"), md)
     print(f"wrote {stem}.json and {stem}.md (measured {measured})")
     from frontier import RESULTS, render
