@@ -21,6 +21,14 @@ from frontier import is_classifier_result  # noqa: E402
 BEGIN, END = "<!-- results:begin (written by benchmarks/readme_results.py) -->", "<!-- results:end -->"
 
 
+def _interval(h: dict, suffix: str) -> str:
+    """' (95% paired bootstrap -2.67 to -0.21; McNemar p=0.025)' where the result has the paired fields."""
+    low_high = h.get(f"accuracy_delta{suffix}_interval_pt")
+    if not low_high:
+        return ""
+    return f" (95% paired bootstrap {low_high[0]:+.2f} to {low_high[1]:+.2f}; McNemar p={h[f'mcnemar_p{suffix}']:.2g})"
+
+
 def _row(rows: list[dict], name: str) -> dict:
     return next(r for r in rows if r["name"] == name)
 
@@ -73,7 +81,7 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
         f"| | teacher, ONNX Runtime fp32 | {h['student'].removesuffix(' onnxruntime cpu')}, ONNX Runtime | ratio |",
         "|---|---|---|---|",
         f"| test accuracy, batch 1 ({report['data']['sizes']['test']:,} texts) | {percent(teacher['accuracy'])} | "
-        f"{percent(student['accuracy'])} | {h['accuracy_delta_pt']:+.2f} points |",
+        f"{percent(student['accuracy'])} | {h['accuracy_delta_pt']:+.2f} points{_interval(h, '')} |",
         f"| macro-F1 / worst-class recall | {teacher['macro_f1']:.4f} / {percent(teacher['min_recall'])} | "
         f"{student['macro_f1']:.4f} / {percent(student['min_recall'])} | {h['macro_f1_delta']:+.4f} F1 |",
         f"| p50 latency, `{setting}` | {lat(teacher):.2f} ms | {lat(student):.2f} ms | **{faster(s['median'])}** "
@@ -89,7 +97,8 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
                      f"teacher): p50 / accuracy / file | {lat(peer):.2f} ms / {percent(peer['accuracy'])} / "
                      f"{peer['file_bytes'] / 1e6:.1f} MB | {lat(student):.2f} ms / {percent(student['accuracy'])} / "
                      f"{student['file_bytes'] / 1e6:.1f} MB | **{faster(v['median'])}** ({v['low']:.2f}–{v['high']:.2f})"
-                     f", {h['accuracy_delta_vs_peer_pt']:+.2f} points, {h['size_ratio_vs_peer']:.2f}× smaller |")
+                     f", {h['accuracy_delta_vs_peer_pt']:+.2f} points{_interval(h, '_vs_peer')}, "
+                     f"{h['size_ratio_vs_peer']:.2f}× smaller |")
     lines += [
         f"| file | {teacher['file_bytes'] / 1e6:.1f} MB | {student['file_bytes'] / 1e6:.1f} MB | "
         f"**{h['size_ratio']:.2f}× smaller** |",
