@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgekd.ablation.config import HARD_LABELS  # noqa: E402
 from edgekd.artifacts import atomic_write_json, atomic_write_text, read_manifest, stage_outputs  # noqa: E402
@@ -40,14 +41,13 @@ from edgekd.distill.config import DistillConfig, GeneratedTextConfig  # noqa: E4
 from edgekd.errors import EdgekdError  # noqa: E402
 from edgekd.pipeline import content_hash  # noqa: E402
 from edgekd.tasks.causal_lm import CausalLMTask  # noqa: E402
+from distill_seeds import DISTILLED, SPREAD, spread_stats  # noqa: E402  (the classifier script's statistics)
 
 log = logging.getLogger("lm_distill_seeds")
 SCHEMA = "edgekd.lm-distill-seeds/v1"
-DISTILLED = "distilled"
 ARMS = (DISTILLED, HARD_LABELS)  # distilled first: the other arm takes its steps
 # (metric, lower is better)
 METRICS = (("validation_perplexity", True), ("test_perplexity", True), ("test_next_token_accuracy", False))
-SPREAD = "the larger of the two arms' max-min ranges over the seeds"
 
 
 @dataclass
@@ -144,15 +144,6 @@ def train_and_score(run: FinishedRun, arm: str, cfg: DistillConfig, seed: int, w
               "test_perplexity": t["perplexity"], "test_next_token_accuracy": t["next_token_accuracy"]}
     atomic_write_json(work / f"seed-{seed}-{arm}.json", result)
     return result
-
-
-def spread_stats(values: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    v = np.asarray(values, dtype=np.float64)
-    return {"mean": round(float(v.mean()), 6), "std": round(float(v.std(ddof=1)) if v.size > 1 else 0.0, 6),
-            "min": round(float(v.min()), 6), "max": round(float(v.max()), 6),
-            "range": round(float(v.max() - v.min()), 6), "n": int(v.size)}
 
 
 def summarise(results: dict[str, list[dict]]) -> tuple[dict, dict]:
