@@ -39,14 +39,20 @@ def check_pipeline(config) -> None:
     if distill is not None and distill.extra_data.unlabelled and not getattr(config.data, "unlabelled_labels", None):
         raise ConfigError("distill.extra_data.unlabelled: true needs an unlabelled pool; name the labels of the "
                           "unlabelled rows in data.unlabelled_labels (e.g. [plot])")
+    # The peer and bundle stages run after training: name a missing package before the teacher trains.
+    bundle = _stage(config, "bundle")
     if _stage(config, "peer") is not None and config.task == "causal-lm":
         from edgekd.peer.genai import require_genai
 
-        require_genai()  # the peer stage runs after training: say so before the teacher trains
+        require_genai()
     elif _stage(config, "peer") is not None:
         from edgekd.peer.core import require_optimum
 
-        require_optimum()  # the peer stage runs after training: say so before the teacher trains
+        require_optimum()
+    if bundle is not None and bundle.lm is not None and bundle.lm.genai:
+        from edgekd.peer.genai import require_genai
+
+        require_genai("bundle lm.genai", "remove lm.genai from the bundle stage")
     source = config.model.source
     if source.startswith("hub:"):
         log.info("preflight: %s is a hub model; its folder is not checked before it is downloaded", source)

@@ -2,8 +2,9 @@
 
 Rows come from artifact metadata (type, role, precision, runtime), never from names: every Hugging Face LM in
 PyTorch on CPU (and the teacher on CUDA when there is one), every KV-cache ONNX file (fp32, int8, int4) on
-ONNX Runtime, an LM bundle (generation.json) through deploy/edgekd_generate.py, and a peer row on whatever
-runtime it names when a runner for it exists. Speed-ups are paired against the teacher on ONNX Runtime fp32,
+ONNX Runtime, an LM bundle (generation.json) through deploy/edgekd_generate.py, and a peer row and an ONNX
+Runtime GenAI build of our own model (artifact type "genai", the bundle's) on whatever runtime they name when a
+runner for it exists. Speed-ups are paired against the teacher on ONNX Runtime fp32,
 the teacher in PyTorch, and the peer row; agreement is measured against the teacher (PyTorch fp32 first).
 """
 
@@ -45,13 +46,14 @@ def plan_lm_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Ta
     """One target per (model, runtime), teacher rows first."""
     targets = []
     for name, art in artifacts.items():
-        if art.role == "peer" and art.type != "hf-model":
+        if (art.role == "peer" and art.type != "hf-model") or art.type == "genai":
+            # The peer, and a GenAI build of our own model (the bundle's): a row on the runtime the artifact names.
             if art.runtime not in LM_RUNNERS:
-                log.warning("no peer row for %s: no LM runner for runtime %r (known: %s)", name, art.runtime,
+                log.warning("no %s row for %s: no LM runner for runtime %r (known: %s)", art.role, name, art.runtime,
                             ", ".join(LM_RUNNERS))
                 continue
             targets.append(Target(name=f"{name} {art.runtime}", path=art.path, runtime=art.runtime, pad_id=0,
-                                  model=art.source or name, role="peer", format=art.type,
+                                  model=art.source or name, role=art.role, format=art.type,
                                   precision=art.precision or "fp32", file_bytes=model_bytes(art.path),
                                   parameters=_hf_params(artifacts, art.source)))
         elif art.type == "hf-model" and art.role in ("teacher", "student"):

@@ -1,3 +1,6 @@
+"""Configs of the bundle stage: one deployable folder, and for causal LMs the quality gate and the optional
+ONNX Runtime GenAI build of the same model (the format on-device apps load with og.Model)."""
+
 from typing import Literal
 
 from pydantic import Field
@@ -13,6 +16,16 @@ class BundleLMConfig(StrictModel):
     allow_over_ratio: bool = Field(False, description="bundle it anyway (the report still flags it)")
     max_new_tokens: int = Field(128, ge=1, le=65_536, description="default generation length written to "
                                 "generation.json")
+    genai: Literal["int4", "fp32"] | None = Field(
+        None, description="also build the bundled model's Hugging Face source with ONNX Runtime GenAI's model "
+        "builder at this precision, into bundle.genai-<precision>, under the same quality gate")
+
+    _omit_if = {"genai": None}  # LM bundles configured before `genai` existed keep their cache keys
+
+
+def lm_genai_artifact(precision: str) -> str:
+    """The GenAI bundle's artifact (and folder) name."""
+    return f"bundle.genai-{precision}"
 
 
 class BundleConfig(StrictModel):
@@ -30,7 +43,10 @@ class BundleConfig(StrictModel):
 
     def key_extras(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """A language-model bundle's gate scores the shipped file with onnxruntime on tokenised text."""
-        return ((), ("onnxruntime", "tokenizers", "transformers")) if self.lm is not None else ((), ())
+        if self.lm is None:
+            return (), ()
+        genai = ("onnxruntime-genai",) if self.lm.genai else ()  # its builder wrote the GenAI bundle's files
+        return (), ("onnxruntime", "tokenizers", "transformers", *genai)
 
     def task_problem(self, pipeline) -> str | None:
         if pipeline.task != "causal-lm" and self.lm is not None:
@@ -39,15 +55,22 @@ class BundleConfig(StrictModel):
 
     @staticmethod
     def summary(m: dict) -> str:
+        line = f"{m.get('source')}, {m.get('bundle_bytes', 0) / 1e6:.1f} MB"
         gate = m.get("quality_gate")
         if gate:
             verdict = "over the limit, bundled anyway" if gate["over"] else "within the limit"
-            return (f"{m.get('source')}, {m.get('bundle_bytes', 0) / 1e6:.1f} MB; validation perplexity "
-                    f"{gate['perplexity']:.4g} = {gate['ratio']:.2f}x the teacher's (limit {gate['limit']}x, {verdict})")
-        return f"{m.get('source')}, {m.get('bundle_bytes', 0) / 1e6:.1f} MB"
+            line += (f"; validation perplexity {gate['perplexity']:.4g} = {gate['ratio']:.2f}x the teacher's "
+                     f"(limit {gate['limit']}x, {verdict})")
+        genai = m.get("genai")
+        if genai:
+            line += (f"; ONNX Runtime GenAI {genai['precision']} build {genai['file_bytes'] / 1e6:.1f} MB, validation "
+                     f"perplexity {genai['quality_gate']['perplexity']:.4g} = {genai['quality_gate']['ratio']:.2f}x "
+                     "the teacher's")
+        return line
 
     def requires(self) -> list[str]:
         return [self.model]
 
     def provides(self) -> list[str]:
-        return ["bundle"]
+        genai = self.lm.genai if self.lm is not None else None
+        return ["bundle", lm_genai_artifact(genai)] if genai else ["bundle"]

@@ -1,5 +1,9 @@
 """Pipeline adapter for task causal-lm: the generation bundle (model.onnx, tokenizer.json, generation.json,
-bundle.json) that deploy/edgekd_generate.py runs without torch, behind a perplexity gate against the teacher."""
+bundle.json) that deploy/edgekd_generate.py runs without torch, behind a perplexity gate against the teacher.
+
+With lm.genai, the same model (its Hugging Face source) is also built by ONNX Runtime GenAI's model builder
+into bundle.genai-<precision>: the format on-device apps load with og.Model, and GenAI's fused int4 graph
+decodes faster than our MatMulNBits file. It passes the same gate on the same validation windows."""
 
 import json
 import logging
@@ -7,11 +11,13 @@ import shutil
 
 from edgekd.artifacts import atomic_write_json, folder_size
 from edgekd.assets.wheel import sha256_of
-from edgekd.bundle.config import BundleConfig, BundleLMConfig
+from edgekd.bench.lm_stage import model_bytes
+from edgekd.bundle.config import BundleConfig, BundleLMConfig, lm_genai_artifact
 from edgekd.bundle.stage import make_world_readable
 from edgekd.errors import ConfigError, ParityError
 from edgekd.export.causal_lm import onnx_lm_perplexity
 from edgekd.models import load_tokenizer
+from edgekd.peer.genai import build_genai_model, genai_validation_scores, require_genai
 from edgekd.stage_context import StageContext
 from edgekd.version import __version__
 
@@ -40,8 +46,28 @@ def teacher_validation_perplexity(history: list[dict]) -> float:
     return teacher["metrics"]["validation"]["perplexity"]
 
 
+def perplexity_gate(what: str, perplexity: float, teacher: float, lm: BundleLMConfig, windows: int) -> dict:
+    """The quality gate of one shipped file: its validation perplexity against the teacher's on the same
+    windows. Over lm.max_perplexity_ratio it raises ParityError, or warns when lm.allow_over_ratio is set."""
+    ratio = perplexity / teacher
+    over = ratio > lm.max_perplexity_ratio
+    gate = {"perplexity": round(perplexity, 4), "teacher_perplexity": teacher, "ratio": round(ratio, 4),
+            "limit": lm.max_perplexity_ratio, "over": over, "overridden": over and lm.allow_over_ratio,
+            "windows": windows}
+    if over and not lm.allow_over_ratio:
+        raise ParityError(f"bundle: {what} has validation perplexity {perplexity:.4g}, {ratio:.2f}x the teacher's "
+                          f"{teacher:.4g} (limit lm.max_perplexity_ratio {lm.max_perplexity_ratio}); train the student "
+                          "longer, prune less, or set lm.allow_over_ratio: true to ship it anyway")
+    if over:
+        log.warning("bundle: %s is %.2fx the teacher's perplexity, over the %.2fx limit; bundled because "
+                    "lm.allow_over_ratio is set", what, ratio, lm.max_perplexity_ratio)
+    return gate
+
+
 def run_causal_lm(cfg: BundleConfig, ctx: StageContext) -> None:
     lm = cfg.lm or BundleLMConfig()
+    if lm.genai:  # before any work: the GenAI build comes last
+        require_genai("bundle lm.genai", "remove lm.genai from the bundle stage")
     src = ctx.artifact(cfg.model)
     if src.type != "onnx":
         raise ConfigError(f"bundle model: {cfg.model!r} is a {src.type} artifact; a generation bundle ships an ONNX "
@@ -51,18 +77,8 @@ def run_causal_lm(cfg: BundleConfig, ctx: StageContext) -> None:
     windows = ctx.task.validation_windows(tokenizer, ctx.splits, ctx.max_length)
     score = onnx_lm_perplexity(src.path, windows)
     teacher = teacher_validation_perplexity(ctx.history)
-    ratio = score["perplexity"] / teacher
-    gate = {"perplexity": round(score["perplexity"], 4), "teacher_perplexity": teacher, "ratio": round(ratio, 4),
-            "limit": lm.max_perplexity_ratio, "over": ratio > lm.max_perplexity_ratio,
-            "overridden": ratio > lm.max_perplexity_ratio and lm.allow_over_ratio, "windows": len(windows)}
+    gate = perplexity_gate(cfg.model, score["perplexity"], teacher, lm, len(windows))
     ctx.metrics["quality_gate"] = gate
-    if gate["over"] and not lm.allow_over_ratio:
-        raise ParityError(f"bundle: {cfg.model} has validation perplexity {score['perplexity']:.4g}, {ratio:.2f}x the "
-                          f"teacher's {teacher:.4g} (limit lm.max_perplexity_ratio {lm.max_perplexity_ratio}); train the "
-                          "student longer, prune less, or set lm.allow_over_ratio: true to ship it anyway")
-    if gate["over"]:
-        log.warning("bundle: %s is %.2fx the teacher's perplexity, over the %.2fx limit; bundled because "
-                    "lm.allow_over_ratio is set", cfg.model, ratio, lm.max_perplexity_ratio)
     folder = ctx.out / "bundle"
     folder.mkdir()
     shutil.copyfile(src.path, folder / "model.onnx")
@@ -82,3 +98,26 @@ def run_causal_lm(cfg: BundleConfig, ctx: StageContext) -> None:
     ctx.metrics.update(source=cfg.model, bundle_bytes=folder_size(folder))
     ctx.add_output("bundle", "bundle", "bundle", role=src.role, source=cfg.model, precision=src.precision,
                    runtime="bundle", tokenizer="bundle", pad_id=src.pad_id, task=src.task, kv_cache=True)
+    if lm.genai:
+        genai_bundle(lm, ctx, src.source, tokenizer, windows, teacher)
+
+
+def genai_bundle(lm: BundleLMConfig, ctx: StageContext, hf_name: str, tokenizer, windows: list, teacher: float) -> None:
+    """ONNX Runtime GenAI's builder on the bundled model's Hugging Face source ``hf_name``, gated like the ONNX
+    bundle on the same validation windows (scored through og.Model, 1 thread, as the peer is)."""
+    hf = ctx.artifact(hf_name)
+    name = lm_genai_artifact(lm.genai)
+    info = build_genai_model(hf.path, ctx.out / name, lm.genai)
+    validation = genai_validation_scores(ctx.out / name, windows, threads=1)
+    what = f"{name} (ONNX Runtime GenAI's {lm.genai} build of {hf_name})"
+    gate = perplexity_gate(what, validation["perplexity"], teacher, lm, len(windows))
+    tokenizer.save_pretrained(ctx.out / name)  # the bench encodes prompts with it, as for the peer
+    make_world_readable(ctx.out / name)
+    ctx.metrics["genai"] = {"precision": lm.genai, "source": hf_name, "file_bytes": model_bytes(ctx.out / name),
+                            "seconds": info["seconds"], "workarounds": info["workarounds"],
+                            "num_hidden_layers": info["num_hidden_layers"], "validation": validation,
+                            "quality_gate": gate}
+    log.info("bundle %s: %.1f MB, validation perplexity %.4g (%.2fx the teacher's)", name,
+             ctx.metrics["genai"]["file_bytes"] / 1e6, validation["perplexity"], gate["ratio"])
+    ctx.add_output(name, "genai", name, role=hf.role, source=hf_name, precision=lm.genai,
+                   runtime="onnxruntime-genai", tokenizer=name, pad_id=hf.pad_id, task=hf.task, kv_cache=True)

@@ -14,6 +14,7 @@ tokenizer, so callers encode with the Hugging Face tokenizer.
 import importlib.util
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from edgekd.errors import AssetError, ConfigError, EdgekdError
 log = logging.getLogger(__name__)
 
 GENAI_PACKAGE = "onnxruntime-genai"
-INSTALL_HINT = f"pip install {GENAI_PACKAGE}==0.18.0 (it needs onnxruntime>=1.31), or remove the GenAI peer"
+INSTALL_HINT = f"pip install {GENAI_PACKAGE}==0.18.0 (it needs onnxruntime>=1.31)"
 CPU_PRECISIONS = ("int4", "int8", "fp32")  # what the builder accepts for -e cpu
 CONFIG_FILE = "genai_config.json"
 _SHIM_PREFIX = "edgekd.peer.genai_shim: "  # the shim's log lines: which workarounds were applied
@@ -37,11 +38,11 @@ _SHIM_PREFIX = "edgekd.peer.genai_shim: "  # the shim's log lines: which workaro
 HEAD_SIZE_MULTIPLE = 16
 
 
-def require_genai() -> None:
-    """A one-line error before any work when onnxruntime-genai is not installed."""
+def require_genai(needed_by: str = "the GenAI peer", or_else: str = "remove the GenAI peer") -> None:
+    """A one-line error before any work when onnxruntime-genai is not installed, naming what needs it."""
     if importlib.util.find_spec("onnxruntime_genai") is None:
-        raise EdgekdError(f"the GenAI peer needs {GENAI_PACKAGE} (module onnxruntime_genai not importable): "
-                          f"{INSTALL_HINT}")
+        raise EdgekdError(f"{needed_by} needs {GENAI_PACKAGE} (module onnxruntime_genai not importable): "
+                          f"{INSTALL_HINT}, or {or_else}")
 
 
 def _check_hf_dir(hf_dir: Path) -> None:
@@ -227,3 +228,17 @@ class GenAIRunner:
 
     def close(self) -> None:
         self.model = None
+
+
+def genai_validation_scores(folder: Path, windows: list[list[int]], threads: int = 1) -> dict:
+    """Teacher-forced scores of a GenAI builder folder on token windows (lists of ids, each >= 2 long):
+    {perplexity, next_token_accuracy, windows}, the validation block of the peer and of the GenAI bundle."""
+    runner = GenAIRunner.load({"path": str(folder)}, threads=threads)
+    try:
+        scored = runner.score(windows)
+    finally:
+        runner.close()
+    if not scored["tokens"]:
+        raise ConfigError(f"{folder}: no windows to score; allowed: at least one window of >= 2 tokens")
+    return {"perplexity": round(math.exp(scored["nll_sum"] / scored["tokens"]), 4),
+            "next_token_accuracy": round(scored["correct"] / scored["tokens"], 6), "windows": len(windows)}

@@ -6,7 +6,7 @@ import logging
 from edgekd.bench.lm_stage import model_bytes
 from edgekd.models import load_tokenizer
 from edgekd.peer.config import PeerConfig, PeerLMConfig, lm_peer_artifact
-from edgekd.peer.genai import GenAIRunner, build_genai_model, require_genai
+from edgekd.peer.genai import build_genai_model, genai_validation_scores, require_genai
 from edgekd.stage_context import StageContext
 
 log = logging.getLogger(__name__)
@@ -21,20 +21,11 @@ def run_causal_lm(cfg: PeerConfig, ctx: StageContext) -> None:
     info.pop("path", None)  # (this stage's staging folder: not a stable fact)
     tokenizer = load_tokenizer(str(src.tokenizer or src.path))
     windows = ctx.task.validation_windows(tokenizer, ctx.splits, ctx.max_length)
-    runner = GenAIRunner.load({"path": str(ctx.out / name)}, threads=1)
-    try:
-        scored = runner.score(windows)
-    finally:
-        runner.close()
-    import math
-
-    perplexity = math.exp(scored["nll_sum"] / scored["tokens"])
-    ctx.metrics["peer"] = {**info, "model": cfg.model, "precision": lm.precision, "file_bytes": model_bytes(
-        ctx.out / name), "validation": {"perplexity": round(perplexity, 4),
-                                        "next_token_accuracy": round(scored["correct"] / scored["tokens"], 6),
-                                        "windows": len(windows)}}
+    validation = genai_validation_scores(ctx.out / name, windows, threads=1)
+    ctx.metrics["peer"] = {**info, "model": cfg.model, "precision": lm.precision,
+                           "file_bytes": model_bytes(ctx.out / name), "validation": validation}
     log.info("peer %s: %.1f MB, validation perplexity %.4g", name, ctx.metrics["peer"]["file_bytes"] / 1e6,
-             perplexity)
+             validation["perplexity"])
     tokenizer.save_pretrained(ctx.out / name)  # the bench encodes prompts with the teacher's tokenizer
     ctx.add_output(name, "genai", name, role="peer", source=cfg.model, precision=lm.precision,
                    runtime="onnxruntime-genai", tokenizer=name, pad_id=src.pad_id, task=src.task, kv_cache=True)

@@ -6,7 +6,14 @@ report), machine, versions, bench{config, lm, threads, settings, setting, inputs
 agreement_reference}, headline{student, teacher_onnxruntime, peer, setting, decode_speedup_vs_onnxruntime{median,
 low, high, coverage, n}, prefill_speedup_vs_onnxruntime{...}, decode_speedup_vs_peer{...}, prefill_speedup_vs_peer,
 size_ratio, size_ratio_vs_peer, perplexity, teacher_perplexity, perplexity_ratio, agreement_with_teacher,
-peer_perplexity, quality_gate{limit, over}, ablation{distilled, non_distilled, ...}}, rows (the bench's rows).
+peer_perplexity, quality_gate{limit, over}, ablation{distilled, non_distilled, ...}, genai_student{name,
+decode_speedup_vs_onnxruntime, prefill_speedup_vs_onnxruntime, decode_speedup_vs_peer, prefill_speedup_vs_peer,
+size_ratio, size_ratio_vs_peer, perplexity, perplexity_ratio}}, rows (the bench's rows).
+
+headline.student is the ONNX bundle's source row (our own int4 path); headline.genai_student, when the bundle
+also built the student with ONNX Runtime GenAI (lm.genai), is that row: the same runtime and precision as the
+peer, so its gain over the peer is pruning and distillation alone. Both come from one helper (_versus); the
+*_vs_peer keys are present only when the run has a timed peer row.
 """
 
 from datetime import datetime, timezone
@@ -39,6 +46,21 @@ def _pair(row: dict, reference: dict | None, setting: str, what: str) -> dict | 
     return {k: pair[k] for k in ("median", "low", "high", "coverage", "n")} if pair else None
 
 
+def _versus(row: dict, teacher: dict, peer: dict | None, setting: str) -> dict:
+    """``row`` against the teacher on ONNX Runtime fp32 and the peer: paired speed-ups, file size ratios
+    (reference / row: above 1 means smaller), test perplexity and its ratio to the teacher's."""
+    out = {"decode_speedup_vs_onnxruntime": _pair(row, teacher, setting, "decode_tokens_per_s"),
+           "prefill_speedup_vs_onnxruntime": _pair(row, teacher, setting, "prefill"),
+           "size_ratio": round(teacher["file_bytes"] / row["file_bytes"], 2), "perplexity": row.get("perplexity")}
+    if out["perplexity"] and teacher.get("perplexity"):
+        out["perplexity_ratio"] = round(out["perplexity"] / teacher["perplexity"], 3)
+    if peer is not None:
+        out.update(decode_speedup_vs_peer=_pair(row, peer, setting, "decode_tokens_per_s"),
+                   prefill_speedup_vs_peer=_pair(row, peer, setting, "prefill"),
+                   size_ratio_vs_peer=round(peer["file_bytes"] / row["file_bytes"], 2))
+    return out
+
+
 def lm_headline(rows: list[dict], history: list[dict], references: list[str], setting: str) -> dict | None:
     student = _shipped_student(rows, history)
     teacher = next((r for r in rows if r["role"] == "teacher" and r["runtime"] == "onnxruntime"
@@ -47,23 +69,20 @@ def lm_headline(rows: list[dict], history: list[dict], references: list[str], se
         return None
     peer = next((r for r in rows if r["role"] == "peer" and r.get("rounds")), None)
     out = {"student": student["name"], "teacher_onnxruntime": teacher["name"], "setting": setting,
-           "decode_speedup_vs_onnxruntime": _pair(student, teacher, setting, "decode_tokens_per_s"),
-           "prefill_speedup_vs_onnxruntime": _pair(student, teacher, setting, "prefill"),
-           "size_ratio": round(teacher["file_bytes"] / student["file_bytes"], 2),
+           **_versus(student, teacher, peer, setting),
            "peak_rss_ratio": round(teacher["peak_rss_mb"] / student["peak_rss_mb"], 2),
-           "perplexity": student.get("perplexity"), "teacher_perplexity": teacher.get("perplexity"),
+           "teacher_perplexity": teacher.get("perplexity"),
            "agreement_with_teacher": student.get("agreement_with_teacher")}
-    if out["perplexity"] and out["teacher_perplexity"]:
-        out["perplexity_ratio"] = round(out["perplexity"] / out["teacher_perplexity"], 3)
+    if "perplexity_ratio" in out:
         gate = next((h for h in history if h["kind"] == "bundle"), {}).get("metrics", {}).get("quality_gate")
         if gate:  # the bundle's limit, now on the test windows
             out["quality_gate"] = {"limit": gate["limit"], "over": out["perplexity_ratio"] > gate["limit"],
                                    "validation_ratio": gate["ratio"], "overridden": gate["overridden"]}
     if peer is not None:
-        out.update(peer=peer["name"], decode_speedup_vs_peer=_pair(student, peer, setting, "decode_tokens_per_s"),
-                   prefill_speedup_vs_peer=_pair(student, peer, setting, "prefill"),
-                   size_ratio_vs_peer=round(peer["file_bytes"] / student["file_bytes"], 2),
-                   peer_perplexity=peer.get("perplexity"))
+        out.update(peer=peer["name"], peer_perplexity=peer.get("perplexity"))
+    genai = next((r for r in rows if r["format"] == "genai" and r["role"] == "student" and r.get("rounds")), None)
+    if genai is not None:  # the same student built by ONNX Runtime GenAI (bundle lm.genai)
+        out["genai_student"] = {"name": genai["name"], **_versus(genai, teacher, peer, setting)}
     distilled = next((r for r in rows if r["role"] == "student" and r["format"] == "pytorch"), None)
     plain = next((r for r in rows if r["role"] == "ablation"), None)
     if distilled and plain and distilled.get("perplexity") and plain.get("perplexity"):

@@ -21,6 +21,23 @@ def _num(value, fmt: str = ".2f") -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _genai_line(g: dict, h: dict, rows: list[dict]) -> str:
+    """The student built by ONNX Runtime GenAI (bundle lm.genai) against the teacher on ONNX Runtime and the peer."""
+    precision = {r["name"]: r["precision"] for r in rows}
+    same = h.get("peer") and precision.get(h["peer"]) == precision.get(g["name"])
+    why = ("the peer's runtime and precision: the gain is pruning and distillation alone" if same
+           else f"ONNX Runtime GenAI, {precision.get(g['name'])}")
+    peer = "peer" in h
+    return (f"- The same student built by ONNX Runtime GenAI's model builder (`{g['name']}`, {why}): decode "
+            f"{_x(g['decode_speedup_vs_onnxruntime'])} the teacher on ONNX Runtime fp32"
+            + (f", {_x(g['decode_speedup_vs_peer'])} the peer" if peer else "")
+            + f"; prefill {_x(g['prefill_speedup_vs_onnxruntime'])} the teacher"
+            + (f", {_x(g['prefill_speedup_vs_peer'])} the peer" if peer else "")
+            + f"; {_fewer(g['size_ratio'], 'smaller', 'larger')} than the teacher's fp32 file"
+            + (f", {_fewer(g['size_ratio_vs_peer'], 'smaller', 'larger')} than the peer's" if peer else "")
+            + f"; test perplexity {_num(g['perplexity'])} ({_num(g.get('perplexity_ratio'))}× the teacher's).")
+
+
 def lm_headline_lines(report: dict) -> list[str]:
     h = report.get("headline")
     if not h:
@@ -46,6 +63,9 @@ def lm_headline_lines(report: dict) -> list[str]:
                      f"decode {_x(h['decode_speedup_vs_peer'])}, prefill {_x(h['prefill_speedup_vs_peer'])}, "
                      f"{_fewer(h['size_ratio_vs_peer'], 'smaller', 'larger')}, perplexity {_num(h['perplexity'])} vs "
                      f"{_num(h['peer_perplexity'])}.")
+    g = h.get("genai_student")
+    if g:
+        lines.append(_genai_line(g, h, report["rows"]))
     a = h.get("ablation")
     if a:
         lines.append(f"- Distillation vs none (same architecture, same steps and tokens): test perplexity "

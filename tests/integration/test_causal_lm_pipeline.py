@@ -2,12 +2,13 @@
 selected on validation perplexity, the same cache and artifacts as classification."""
 
 import json
+import math
 
 import pytest
 import yaml
 
 from edgekd.config import load_pipeline
-from edgekd.errors import ConfigError, EdgekdError
+from edgekd.errors import ConfigError, EdgekdError, ParityError
 from edgekd.pipeline import run_pipeline
 from tests.conftest import make_tiny_model_dir
 from tests.lm_fixtures import build_lm_tokenizer, make_tiny_causal_lm_dir, write_documents
@@ -120,7 +121,7 @@ LM_STAGES = (
     {"kind": "quantize", "models": ["student"],
      "lm": {"modes": ["dynamic", "int4"], "block_size": 16, "windows": 4, "max_perplexity_ratio": 3.0}},
     {"kind": "peer"},
-    {"kind": "bundle", "model": "student.int4.onnx", "lm": {"max_perplexity_ratio": 10.0}},
+    {"kind": "bundle", "model": "student.int4.onnx", "lm": {"max_perplexity_ratio": 10.0, "genai": "int4"}},
 )
 
 
@@ -168,6 +169,17 @@ def test_prune_distill_export_quantize_a_causal_lm(tmp_path, docs):
     assert peer["precision"] == "int4" and result.artifacts["peer.genai-int4"].runtime == "onnxruntime-genai"
     assert peer["validation"]["perplexity"] < 1.5 * teacher_ppl
     assert abs(gate["perplexity"] / teacher_ppl - gate["ratio"]) < 1e-3
+    # The GenAI bundle: ONNX Runtime GenAI's builder on the student (not the teacher), behind the same gate.
+    genai_art = result.artifacts["bundle.genai-int4"]
+    assert (genai_art.type, genai_art.role, genai_art.runtime, genai_art.source) == (
+        "genai", "student", "onnxruntime-genai", "student")
+    genai = manifests["bundle"]["genai"]
+    assert math.isfinite(genai["validation"]["perplexity"]) and genai["validation"]["perplexity"] > 1
+    assert genai["quality_gate"]["ratio"] <= 10.0 and not genai["quality_gate"]["over"]
+    assert genai["quality_gate"]["perplexity"] == genai["validation"]["perplexity"]
+    genai_config = json.loads((genai_art.path / "genai_config.json").read_text())
+    assert genai_config["model"]["decoder"]["num_hidden_layers"] == student.config.num_hidden_layers == 1
+    assert (genai_art.path / "tokenizer.json").is_file() and 0 < genai["file_bytes"]
     generator = load_generator()(result.artifacts["bundle"].path)
     out = generator.generate("the cat", max_new_tokens=6)
     assert out.timings.new_tokens >= 1 and out.ids[:2] == generator.encode("the cat")[:2] or out.ids
@@ -184,6 +196,13 @@ def test_prune_distill_export_quantize_a_causal_lm(tmp_path, docs):
                                           stages=unhealed + (overridden,)))
     gate = json.loads((over.stages[-1].folder / "manifest.json").read_text())["metrics"]["quality_gate"]
     assert gate["over"] and gate["overridden"] and gate["ratio"] > 1.05
+    # The GenAI bundle has its own gate: the teacher's fp32 ONNX file passes a 1.004x limit (it is the teacher,
+    # ratio ~1.0000), its GenAI int4 build does not (the peer's int4 teacher above was ~1.01x). Reuses the cache.
+    genai_gate = {"kind": "bundle", "model": "teacher.onnx", "lm": {"max_perplexity_ratio": 1.004, "genai": "int4"}}
+    config = write_lm_pipeline(tmp_path / "s.yaml", model_dir, docs, tmp_path / "runs", stages=unhealed + (genai_gate,))
+    with pytest.raises(ParityError, match=r"bundle: bundle.genai-int4 \(ONNX Runtime GenAI's int4 build of teacher\) "
+                                          r"has validation perplexity [\d.]+, [\d.]+x the teacher's"):
+        run_pipeline(config)
 
 
 def load_generator():
@@ -218,3 +237,18 @@ def test_lm_preflight_names_what_cannot_work(tmp_path, docs):
     with pytest.raises(ConfigError, match="data.separator_token: '<sep>' is not a token"):
         run_pipeline(write_lm_pipeline(tmp_path / "r.yaml", model_dir, docs, tmp_path / "runs2",
                                        separator="<sep>"))
+
+
+def test_a_missing_genai_package_is_named_before_the_teacher_trains(tmp_path, docs, monkeypatch):
+    import importlib.util
+
+    model_dir = make_tiny_causal_lm_dir(tmp_path / "model")
+    bundle = {"kind": "bundle", "model": "teacher.onnx", "lm": {"genai": "int4"}}  # no peer stage: the bundle asks
+    config = write_lm_pipeline(tmp_path / "p.yaml", model_dir, docs, tmp_path / "runs",
+                               stages=(TEACHER, {"kind": "export", "models": ["teacher"]}, bundle))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime_genai" else real(name, *a))
+    with pytest.raises(EdgekdError, match=r"^bundle lm.genai needs onnxruntime-genai"):
+        run_pipeline(config)
+    assert not list((tmp_path / "runs").glob("*/0*-teacher-*"))  # nothing trained

@@ -22,9 +22,10 @@ def test_bench_stage_measures_every_language_model(tmp_path, docs):  # noqa: F81
     rows = {r["name"]: r for r in bench["rows"]}
     expected = {"teacher pytorch cpu", "student pytorch cpu", "teacher onnxruntime cpu", "student onnxruntime cpu",
                 "student.int8-dynamic onnxruntime cpu", "student.int4 onnxruntime cpu"}
-    # the generation bundle (deploy/edgekd_generate.py), the ONNX Runtime GenAI peer, the non-distilled student
+    # the generation bundle (deploy/edgekd_generate.py), the ONNX Runtime GenAI peer, the non-distilled student,
+    # and the bundle's GenAI build of the student (lm.genai)
     expected |= {"bundle (edgekd_generate)", "peer.genai-int4 onnxruntime-genai",
-                 "student-hard-labels pytorch cpu"}
+                 "student-hard-labels pytorch cpu", "bundle.genai-int4 onnxruntime-genai"}
     assert set(rows) == expected
     assert bench["references"] == ["teacher onnxruntime cpu", "teacher pytorch cpu", "peer.genai-int4 onnxruntime-genai"]
     ablation = rows["student-hard-labels pytorch cpu"]
@@ -49,6 +50,11 @@ def test_bench_stage_measures_every_language_model(tmp_path, docs):  # noqa: F81
     source = rows[f"{bundle['model'].removesuffix('.onnx')} onnxruntime cpu"]
     assert row["greedy_tokens"] == source["greedy_tokens"] and row["perplexity"] == source["perplexity"]
     assert row["format"] == "bundle" and row["parameters"] == rows["student pytorch cpu"]["parameters"]
+    genai = rows["bundle.genai-int4 onnxruntime-genai"]
+    assert (genai["role"], genai["format"], genai["runtime"], genai["precision"]) == (
+        "student", "genai", "onnxruntime-genai", "int4")
+    assert genai["parameters"] == rows["student pytorch cpu"]["parameters"] < rows["teacher pytorch cpu"]["parameters"]
+    assert genai["file_bytes"] < rows["peer.genai-int4 onnxruntime-genai"]["file_bytes"]  # the pruned student
     assert result.artifacts["bench.json"].path.is_file()
     # The report: the shipped (bundled) student against the teacher on ONNX Runtime and the peer, paired.
     report = json.loads(result.artifacts["report.json"].path.read_text())
@@ -61,8 +67,17 @@ def test_bench_stage_measures_every_language_model(tmp_path, docs):  # noqa: F81
     assert h["perplexity_ratio"] == round(student["perplexity"] / teacher["perplexity"], 3)
     assert h["peer"] == "peer.genai-int4 onnxruntime-genai" and h["decode_speedup_vs_peer"]["n"] == 2
     assert h["ablation"]["non_distilled"] == "student-hard-labels pytorch cpu"
+    # The same student built by ONNX Runtime GenAI, against the same references (one helper builds both blocks).
+    g = h["genai_student"]
+    assert g["name"] == "bundle.genai-int4 onnxruntime-genai" and g["decode_speedup_vs_peer"]["n"] == 2
+    assert g["decode_speedup_vs_peer"]["median"] == \
+        genai["speedup_vs"]["peer.genai-int4 onnxruntime-genai"][key]["decode_tokens_per_s"]["median"]
+    assert g["size_ratio_vs_peer"] == round(rows[h["peer"]]["file_bytes"] / genai["file_bytes"], 2) > 1
+    assert g["perplexity_ratio"] == round(genai["perplexity"] / teacher["perplexity"], 3)
     markdown = result.artifacts["report.md"].path.read_text()
     assert "decodes" in markdown and "ONNX Runtime GenAI" in markdown and "cross-entropy alone" in markdown
+    assert "The same student built by ONNX Runtime GenAI's model builder (`bundle.genai-int4 onnxruntime-genai`, " \
+        "the peer's runtime and precision" in markdown
     assert result.artifacts["report.png"].path.stat().st_size > 10_000
     from edgekd.report.core import rebuild_report
 
