@@ -2,6 +2,9 @@
 
     python benchmarks/run_default.py [--pipeline FILE] [--fresh] [KEY=VALUE ...]
 
+A causal-LM pipeline (pipelines/smollm2-bbc.yaml) rewrites the README's language-model block
+(benchmarks/readme_lm_results.py); a classifier pipeline rewrites the main results block and frontier.md.
+
 The result files are named after the day the benchmark was *measured* (the bench stage's manifest),
 not the day this script ran: reusing a finished bench never passes old numbers off as new. With
 --fresh the bench (and the report after it) is measured again; `make bench` passes it.
@@ -50,13 +53,15 @@ def main() -> int:
     md = re.sub(r"!\[[^\]]*\]\(report\.png\)\n", "", (result.run_dir / "report.md").read_text())  # (not copied)
     atomic_write_text(stem.with_suffix(".md"), md)
     print(f"wrote {stem}.json and {stem}.md (measured {measured})")
-    from frontier import RESULTS, render
-
-    atomic_write_text(RESULTS / "frontier.md", render())
-    print("benchmarks/results/frontier.md rewritten with it")
-    if not args.no_readme:
+    if report.get("task") == "causal-lm":  # its own README block; frontier.md tabulates classifier students
+        from readme_lm_results import update_readme
+    else:
+        from frontier import RESULTS, render
         from readme_results import update_readme
 
+        atomic_write_text(RESULTS / "frontier.md", render())
+        print("benchmarks/results/frontier.md rewritten with it")
+    if not args.no_readme:
         update_readme()
         print("README.md results section rewritten from it")
     return 0

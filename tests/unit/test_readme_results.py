@@ -27,3 +27,14 @@ def test_frontier_table_is_rendered_from_the_committed_results():
     assert frontier.meets(row)
     assert not frontier.meets({**row, "accuracy_delta_pt": -1.46})
     assert not frontier.meets({**row, "size_ratio": 9.9})
+
+
+def test_readme_lm_block_is_rendered_from_the_newest_lm_results():
+    renderer = load_benchmark_script("readme_lm_results")
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(renderer.BEGIN, 1)[1].split(renderer.END, 1)[0].strip()
+    assert block == renderer.render().strip()
+    # The block reads the causal-LM result, not a classifier one: its headline numbers are in it.
+    path, summary = renderer.newest(renderer.is_lm_result)
+    h = summary["headline"]
+    assert f"**{h['perplexity_ratio']:.2f}×**" in block and path.with_suffix(".md").name in block
