@@ -16,8 +16,10 @@ class StrictModel(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_unset_family_fields(self, handler):
         data = handler(self)
-        if self._omit_if and isinstance(data, dict):
-            for name, value in self._omit_if.items():
+        if isinstance(data, dict):
+            # Every class's own _omit_if counts (a subclass's entries add to its bases', never replace them).
+            omit = {k: v for cls in reversed(type(self).__mro__) for k, v in vars(cls).get("_omit_if", {}).items()}
+            for name, value in omit.items():
                 if name in data and getattr(self, name) == value:
                     del data[name]
         return data

@@ -18,3 +18,9 @@ class TrainingFields(StrictModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (None: run all epochs)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is visible, else CPU")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    data_parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="under torchrun: ddp keeps a full copy of the trained model per GPU; fsdp shards its "
+        "parameters, gradients and optimizer state across the GPUs (PyTorch FSDP2, one unit per transformer "
+        "block) for a model whose training state does not fit one GPU. Ignored in a single process")
+
+    _omit_if = {"data_parallel": "ddp"}  # configs written before FSDP existed keep their dumps and cache keys

@@ -14,10 +14,19 @@ Without those variables (or with WORLD_SIZE=1) every function here is a no-op an
 
 The helpers at the end (:func:`main_then_share`, :func:`wait_for_main`, :func:`scratch_dir`) are for
 a rank-aware runner: rank 0 writes the run directory, the other ranks wait and then read what it
-wrote, and all ranks run the training stages together. DDP keeps a full model copy per GPU; FSDP
-(for models that do not fit one GPU) is not wired in.
+wrote, and all ranks run the training stages together.
+
+DDP keeps a full copy of the model, its gradients and its AdamW state on every GPU (about 16 bytes per
+parameter in fp32). With ``data_parallel: fsdp`` (:func:`sharded_copy`) fit() trains a copy sharded by
+PyTorch's FSDP2 (``fully_shard``): each transformer block (see :func:`sharding_units`) and then the
+rest of the model become units whose weights, gradients and optimizer
+state are split across the ranks, gathered only while a unit runs. The gradient average and the batch slicing
+are DDP's, so the loss curve is the same. Learned projections beside the model (classifier distillation's
+hidden-state / contrastive terms) are refused under FSDP; a frozen distillation teacher stays a full copy per
+rank (inference needs a quarter of training's memory, less in bf16).
 """
 
+import copy
 import hashlib
 import itertools
 import logging
@@ -143,6 +152,50 @@ def loss_step(model: nn.Module, extra_modules: list[nn.Module], loss_fn: Callabl
     if info.rank:
         torch.manual_seed(torch.initial_seed() + info.rank)
     return wrapped
+
+
+def sharding_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP shards one by one: every instance of the classes the model lists in _no_split_modules
+    (Hugging Face's name for its repeated blocks, e.g. LlamaDecoderLayer), else the entries of its longest
+    ModuleList of one class (the layer stack, e.g. a BERT encoder's BertLayer list)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    units = [m for m in model.modules() if type(m).__name__ in names]
+    if units:
+        return units
+    stacks = [list(m) for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 1
+              and len({type(x) for x in m}) == 1]
+    return max(stacks, key=len, default=[])
+
+
+def sharded_copy(model: nn.Module, extra_modules, device: torch.device) -> nn.Module:
+    """A copy of ``model`` on ``device`` sharded across the ranks with FSDP2 (one unit per block, then the rest).
+
+    A copy, so ``model`` itself stays a plain module (fit() loads the gathered best weights into it). Tied
+    weights (an LM head tied to its embedding) stay tied: both live in the root unit.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    if list(extra_modules):
+        raise ConfigError("data_parallel: fsdp shards the trained model only; the loss terms with learned "
+                          "projections beside it (hidden-state, contrastive) need data_parallel: ddp")
+    work = copy.deepcopy(model).to(device)
+    units = sharding_units(work)
+    if not units:
+        raise ConfigError(f"data_parallel: fsdp needs the model's transformer blocks ({type(model).__name__} names "
+                          "none in _no_split_modules); use data_parallel: ddp")
+    for unit in units:
+        fully_shard(unit)
+    fully_shard(work)
+    log.info("FSDP: %d blocks and the root sharded across %d ranks", len(units), dist.get_world_size())
+    return work
+
+
+def full_state_dict(sharded: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole, unsharded state dict of an FSDP model, on the CPU of every rank (a collective: all ranks call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
 def slice_weight(idx: list[int], info: DistInfo) -> tuple[list[int], float] | None:

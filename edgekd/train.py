@@ -3,8 +3,9 @@
 AdamW with linear warm-up and decay, gradient clipping, dynamic padding, bf16 autocast on CUDA,
 evaluation on the validation split after every epoch, early stopping, and the best weights kept
 in memory and restored at the end. The loss is a callable so the same loop serves both stages.
-Under torchrun the same loop runs data-parallel with DDP (edgekd.distributed): each rank trains
-on a slice of every global batch, and the result equals one process on that global batch.
+Under torchrun the same loop runs data-parallel with DDP, or FSDP when settings.data_parallel says so
+(edgekd.distributed): each rank trains on a slice of every global batch, and the result equals one
+process on that global batch.
 """
 
 import copy
@@ -64,6 +65,7 @@ class TrainSettings:
     bf16: bool
     group_by_length: bool = True
     eval_batch_size: int = 128
+    data_parallel: str = "ddp"  # under torchrun: "ddp" (a full copy per rank) or "fsdp" (sharded; see edgekd.distributed)
 
 
 @dataclass
@@ -123,8 +125,12 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_lab
     model.to(device).train()
     for m in extra_modules:
         m.to(device).train()
-    params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
-    step_loss = distributed.loss_step(model, extra_modules, loss_fn, rank, device)
+    fsdp = rank.enabled and settings.data_parallel == "fsdp"
+    # FSDP trains a sharded copy ([N/world] of every weight per rank); ``model`` gets its best weights at the end.
+    trained = distributed.sharded_copy(model, extra_modules, device) if fsdp else model
+    params = [p for m in (trained, *extra_modules) for p in m.parameters() if p.requires_grad]
+    step_loss = (lambda batch, idx, labels: loss_fn(trained, batch, idx, labels)) if fsdp else \
+        distributed.loss_step(model, extra_modules, loss_fn, rank, device)
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_ids) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
@@ -174,7 +180,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_lab
         bar.close()
         # Every rank evaluates (same wall time as rank 0 alone) and keeps rank 0's scores, so every
         # rank makes the same keep / early-stop decision even if its numerics differ.
-        scores = distributed.from_main(evaluate(model), rank)
+        scores = distributed.from_main(evaluate(trained), rank)  # (under FSDP every rank must run the forwards)
         score = scores[selection.metric]
         record = {"epoch": epoch, "step": step, "train_loss": running / max(1, n),
                   **{f"val_{k}": v for k, v in scores.items()}, "seconds": round(time.perf_counter() - start, 1)}
@@ -186,7 +192,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_lab
         if selection.better(score, best_score):
             best_score = best.best_accuracy = score
             best.best_epoch, bad_epochs = epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = distributed.full_state_dict(trained) if fsdp else \
+                copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             bad_epochs += 1
             if bad_epochs > settings.patience:

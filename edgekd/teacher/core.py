@@ -16,7 +16,7 @@ def settings_from(cfg, seed: int, device: torch.device) -> TrainSettings:
     return TrainSettings(
         epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio, patience=cfg.patience, max_steps=cfg.max_steps, seed=seed, device=device,
-        bf16=cfg.bf16, group_by_length=cfg.group_by_length,
+        bf16=cfg.bf16, group_by_length=cfg.group_by_length, data_parallel=cfg.data_parallel,
     )
 
 

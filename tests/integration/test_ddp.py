@@ -1,11 +1,12 @@
-"""DDP under torchrun: two CPU processes (gloo) train exactly like one process on the same global batch.
+"""DDP and FSDP under torchrun: two CPU processes (gloo) train exactly like one process on the same global batch.
 
 The test builds a tiny BERT classifier (with a projection head as an extra module, so its gradients
 must be synchronised too) and a tiny Llama LM, trains each with fit() in this process, then runs
 this same file as a torchrun worker with two ranks and compares the per-step global losses and the
 final weights of both ranks. Dropout is off: with dropout the two runs draw different masks, so they
 can only agree in distribution. The classifier's last batch has 3 examples (2 + 1 across the ranks),
-which checks the weighting of uneven slices.
+which checks the weighting of uneven slices. The LM also trains with data_parallel fsdp (FSDP2 shards
+each decoder layer and the root across the two ranks): the same curve, and plain (unsharded) weights after.
 """
 
 import json
@@ -19,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 8
-CASES = ("classifier", "lm")
+CASES = ("classifier", "lm", "lm-fsdp")
 
 
 def _setup(work: Path) -> None:
@@ -54,12 +55,14 @@ def run_case(case: str, work: Path):
     from edgekd.tasks.causal_lm import causal_lm_loss
     from edgekd.train import Selection, TrainSettings, fit
 
-    data = json.loads((work / "data.json").read_text())[case]
+    data = json.loads((work / "data.json").read_text())[case.removesuffix("-fsdp")]
     torch.manual_seed(0)
     settings = TrainSettings(epochs=1 if case == "classifier" else 2, batch_size=GLOBAL_BATCH, learning_rate=3e-3,
                              weight_decay=0.01, warmup_ratio=0.2, patience=3, max_steps=None, seed=0,
-                             device=torch.device("cpu"), bf16=False, group_by_length=True)
+                             device=torch.device("cpu"), bf16=False, group_by_length=True,
+                             data_parallel="fsdp" if case.endswith("-fsdp") else "ddp")
     seen = [0]
+    weight_types = set()  # the class of the trained embedding weight: DTensor when FSDP sharded it
     if case == "classifier":
         model = AutoModelForSequenceClassification.from_pretrained(work / case)
         proj = torch.nn.Linear(64, 16)  # seeded above: the same start on every rank (DDP broadcasts it anyway)
@@ -74,10 +77,11 @@ def run_case(case: str, work: Path):
                      extra_modules=[proj], desc="clf")
         state = {**model.state_dict(), **{f"proj.{k}": v for k, v in proj.state_dict().items()}}
     else:
-        model = AutoModelForCausalLM.from_pretrained(work / case)
+        model = AutoModelForCausalLM.from_pretrained(work / "lm")
 
         def loss_fn(m, batch, idx, labels):
             seen[0] += len(idx)
+            weight_types.add(type(m.get_input_embeddings().weight).__name__)
             return causal_lm_loss(m, batch, idx, labels)
 
         def evaluate(m):
@@ -88,7 +92,8 @@ def run_case(case: str, work: Path):
         result = fit(model, loss_fn, data["train"], None, data["val"], None, 2, settings, desc="lm",
                      evaluate=evaluate, selection=Selection("loss", higher_is_better=False))
         state = dict(model.state_dict())
-    return result, {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}, seen[0]
+    assert all(type(v) is torch.Tensor for v in state.values())  # a plain module again, whatever trained it
+    return result, {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}, (seen[0], sorted(weight_types))
 
 
 def _worker(work: Path) -> None:
@@ -97,10 +102,11 @@ def _worker(work: Path) -> None:
 
     rank = int(os.environ["RANK"])
     for case in CASES:
-        result, state, seen = run_case(case, work)
+        result, state, (seen, weight_types) = run_case(case, work)
         save_file(state, str(work / f"ddp-{case}-rank{rank}.safetensors"))
         (work / f"ddp-{case}-rank{rank}.json").write_text(json.dumps(
             {"losses": result.losses, "history": result.history, "best_epoch": result.best_epoch, "seen": seen,
+             "weight_types": weight_types,
              "backend": torch.distributed.get_backend(), "world": torch.distributed.get_world_size()}))
     # Ranks that built different training examples (e.g. unreproducible sampling) are refused on every rank.
     from edgekd.distributed import check_same_data, info_from_env
@@ -129,9 +135,12 @@ def test_two_gloo_ranks_train_like_one_process(tmp_path):
         assert (tmp_path / f"mismatch-rank{r}.txt").read_text().startswith(
             "training data differ across ranks: rank 1 has 2 examples"), r
     for case in CASES:
-        single, single_state, single_seen = run_case(case, tmp_path)  # this process: no launcher variables
+        # this process: no launcher variables (data_parallel is then ignored: one plain process)
+        single, single_state, (single_seen, single_types) = run_case(case, tmp_path)
         ranks = [json.loads((tmp_path / f"ddp-{case}-rank{r}.json").read_text()) for r in (0, 1)]
         assert ranks[0]["backend"] == "gloo" and ranks[0]["world"] == 2
+        if case.endswith("-fsdp"):  # the ranks really trained sharded weights
+            assert [r["weight_types"] for r in ranks] == [["DTensor"], ["DTensor"]] and single_types == ["Parameter"]
         # each rank trained on its own slice of every global batch, together on all of it
         assert ranks[0]["seen"] + ranks[1]["seen"] == single_seen
         assert 0 < ranks[1]["seen"] <= ranks[0]["seen"] < single_seen
