@@ -148,10 +148,13 @@ def loss_step(model: nn.Module, extra_modules: list[nn.Module], loss_fn: Callabl
     wrapped = nn.parallel.DistributedDataParallel(
         _LossModule(model, list(extra_modules), loss_fn),  # rank 0's weights are broadcast here
         device_ids=[device.index] if device.type == "cuda" else None)
-    # Every rank was seeded alike; a different stream per rank keeps dropout masks independent across slices.
+    return wrapped
+
+
+def seed_per_rank(info: DistInfo) -> None:
+    """Every rank was seeded alike; a different stream per rank keeps dropout masks independent across slices."""
     if info.rank:
         torch.manual_seed(torch.initial_seed() + info.rank)
-    return wrapped
 
 
 def sharding_units(model: nn.Module) -> list[nn.Module]:
@@ -168,34 +171,45 @@ def sharding_units(model: nn.Module) -> list[nn.Module]:
 
 
 def sharded_copy(model: nn.Module, extra_modules, device: torch.device) -> nn.Module:
-    """A copy of ``model`` on ``device`` sharded across the ranks with FSDP2 (one unit per block, then the rest).
+    """A copy of ``model`` sharded across the ranks with FSDP2 on ``device`` (one unit per block, then the rest).
 
-    A copy, so ``model`` itself stays a plain module (fit() loads the gathered best weights into it). Tied
-    weights (an LM head tied to its embedding) stay tied: both live in the root unit.
+    A copy, so ``model`` itself stays a plain module (fit() loads the gathered best weights into it); it is
+    copied where it is (the CPU, as loaded) and fully_shard moves only each rank's shards to ``device``. Rank
+    0's weights are broadcast first, as DDP does, so every rank shards the same model. Tied weights (an LM
+    head tied to its embedding) stay tied: both live in the root unit.
     """
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     if list(extra_modules):
         raise ConfigError("data_parallel: fsdp shards the trained model only; the loss terms with learned "
                           "projections beside it (hidden-state, contrastive) need data_parallel: ddp")
-    work = copy.deepcopy(model).to(device)
-    units = sharding_units(work)
+    units = sharding_units(model)
     if not units:
         raise ConfigError(f"data_parallel: fsdp needs the model's transformer blocks ({type(model).__name__} names "
-                          "none in _no_split_modules); use data_parallel: ddp")
-    for unit in units:
-        fully_shard(unit)
-    fully_shard(work)
-    log.info("FSDP: %d blocks and the root sharded across %d ranks", len(units), dist.get_world_size())
+                          "none in _no_split_modules and has no layer list); use data_parallel: ddp")
+    work = copy.deepcopy(model)
+    for tensor in work.state_dict().values():  # [a CPU tensor each]: gloo broadcasts them on either host
+        dist.broadcast(tensor, src=0)
+    # The mesh names the device type: on a GPU host a stage with device cpu still shards on the CPU.
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    units = sharding_units(work)
+    for unit in reversed(units):  # (modules() lists parents first; FSDP2 shards the innermost first)
+        fully_shard(unit, mesh=mesh)
+    fully_shard(work, mesh=mesh)
+    log.info("FSDP: %d blocks and the root sharded across %d ranks on %s", len(units), dist.get_world_size(),
+             device.type)
     return work
 
 
 def full_state_dict(sharded: nn.Module) -> dict[str, torch.Tensor]:
-    """The whole, unsharded state dict of an FSDP model, on the CPU of every rank (a collective: all ranks call it)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
+    """The whole, unsharded state dict of an FSDP model on the CPU of every rank, gathered one tensor at a
+    time (never the whole model on the device at once). A collective: every rank calls it, in the same order."""
+    out = {}
+    for name, value in sharded.state_dict().items():
+        full = value.full_tensor() if hasattr(value, "full_tensor") else value  # DTensor shards -> the tensor
+        out[name] = full.detach().cpu().clone()
+    return out
 
 
 def slice_weight(idx: list[int], info: DistInfo) -> tuple[list[int], float] | None:

@@ -40,6 +40,14 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _move(model: nn.Module, device: torch.device) -> None:
+    """``model.to(device)`` unless it is there already: a model sharded by FSDP (edgekd.distributed) cannot
+    swap its parameters inside inference_mode, and needs no move."""
+    here, device = _device_of(model), torch.device(device)
+    if here.type != device.type or (device.index is not None and here.index != device.index):
+        model.to(device)
+
+
 @torch.inference_mode()
 def lm_metrics(model: nn.Module, windows: list[list[int]], batch_size: int = 8,
                device: torch.device = torch.device("cpu"), reference: nn.Module | None = None) -> dict[str, float]:
@@ -58,7 +66,8 @@ def lm_metrics(model: nn.Module, windows: list[list[int]], batch_size: int = 8,
     models = [model] + ([reference] if reference is not None else [])
     homes = [(_device_of(m), m.training) for m in models]
     for m in models:
-        m.to(device).eval()
+        _move(m, device)
+        m.eval()
     nll_sum, correct, agree, count = 0.0, 0, 0, 0
     try:
         for start in range(0, len(windows), batch_size):
@@ -78,7 +87,8 @@ def lm_metrics(model: nn.Module, windows: list[list[int]], batch_size: int = 8,
                 agree += int((ref_logits.float().argmax(-1) == pred).sum())
     finally:
         for m, (home, training) in zip(models, homes):
-            m.to(home).train(training)
+            _move(m, home)
+            m.train(training)
     nll = nll_sum / count
     out = {"perplexity": float(torch.tensor(nll, dtype=torch.float64).exp()), "nll": nll,
            "accuracy": correct / count, "tokens": count}

@@ -122,15 +122,19 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ids: list[list[int]], train_lab
     rank = distributed.init_from_env(settings.device)
     distributed.check_same_data(train_ids, train_labels, rank)
     device = distributed.local_device(settings.device, rank)
-    model.to(device).train()
+    fsdp = rank.enabled and settings.data_parallel == "fsdp"
+    # FSDP trains a sharded copy ([N/world] of every weight per rank on the device) of the model where it is;
+    # ``model`` gets the best weights at the end. Otherwise the model itself goes to the device.
+    if not fsdp:
+        model.to(device)
+    model.train()
     for m in extra_modules:
         m.to(device).train()
-    fsdp = rank.enabled and settings.data_parallel == "fsdp"
-    # FSDP trains a sharded copy ([N/world] of every weight per rank); ``model`` gets its best weights at the end.
     trained = distributed.sharded_copy(model, extra_modules, device) if fsdp else model
     params = [p for m in (trained, *extra_modules) for p in m.parameters() if p.requires_grad]
     step_loss = (lambda batch, idx, labels: loss_fn(trained, batch, idx, labels)) if fsdp else \
         distributed.loss_step(model, extra_modules, loss_fn, rank, device)
+    distributed.seed_per_rank(rank)
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_ids) / settings.batch_size)
     total = steps_per_epoch * settings.epochs

@@ -10,6 +10,7 @@ each decoder layer and the root across the two ranks): the same curve, and plain
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -85,6 +86,10 @@ def run_case(case: str, work: Path):
             return causal_lm_loss(m, batch, idx, labels)
 
         def evaluate(m):
+            if case.endswith("-fsdp"):  # the pipeline's own evaluation (inference mode, device moves) on the shards
+                from edgekd.tasks.causal_lm import CausalLMTask
+
+                return {"loss": math.log(CausalLMTask().scores(m, data["val"])["perplexity"])}
             with torch.no_grad():
                 batch = torch.tensor(data["val"])
                 return {"loss": m(input_ids=batch, labels=batch).loss.item()}
