@@ -16,8 +16,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- lm-results:begin (written by benchmarks/readme_lm_results.py) -->", "<!-- lm-results:end -->"
 
 
-def is_lm_result(result: dict) -> bool:
-    return result.get("report", {}).get("task") == "causal-lm" and bool(result.get("headline"))
+PIPELINE = "smollm2-bbc"  # the default causal-LM pipeline (pipelines/smollm2-bbc.yaml), measured on this CPU
+
+
+def is_lm_result(result: dict, pipeline: str = PIPELINE) -> bool:
+    """A result of ``pipeline`` (not its GPU twin or a user's) with a causal-LM headline."""
+    return (result.get("report", {}).get("task") == "causal-lm" and bool(result.get("headline"))
+            and result.get("pipeline") == pipeline)
 
 
 def newest(test, folder: Path = RESULTS) -> tuple[Path, dict] | None:
@@ -30,7 +35,16 @@ def newest(test, folder: Path = RESULTS) -> tuple[Path, dict] | None:
 
 
 def _x(pair: dict | None) -> str:
-    return f"**{pair['median']:.2f}×** ({pair['low']:.2f}–{pair['high']:.2f})" if pair else "–"
+    """'**2.19×** (2.17–2.24: a 75% interval over 3 paired rounds)': the median of per-round ratios, its interval."""
+    if not pair:
+        return "–"
+    return (f"**{pair['median']:.2f}×** ({pair['low']:.2f}–{pair['high']:.2f}: a {pair['coverage']:.0%} interval "
+            f"over {pair['n']} paired rounds)")
+
+
+def _label(row: dict) -> str:
+    """'student, onnxruntime-genai int4': what the row is, from its metadata."""
+    return f"{row['role']}, {row['runtime']} {row['precision']}"
 
 
 def _link(path: Path) -> str:
@@ -42,14 +56,13 @@ def _pipeline_lines(path: Path, summary: dict) -> list[str]:
     report, h = summary["report"], summary["headline"]
     setting, m, load = h["setting"], summary["machine"], summary["load"]
     rows = {r["name"]: r for r in report["rows"]}
-    shown = [(h["teacher_onnxruntime"], "teacher, ONNX Runtime fp32"), (h["student"], "student, edgekd ONNX int4")]
     genai = h.get("genai_student")
-    if genai:
-        shown.append((genai["name"], "student, GenAI int4 bundle"))
-    if h.get("peer"):
-        shown.append((h["peer"], "peer: teacher, GenAI int4"))
+    names = [h["teacher_onnxruntime"], h["student"], *([genai["name"]] if genai else []), *filter(None, [h.get("peer")])]
+    shown = [(name, _label(rows[name])) for name in names]
+    gpus = m.get("gpus") or []
     lines = [f"Measured {summary['measured'][:10]} by `python benchmarks/run_default.py --pipeline "
-             f"pipelines/smollm2-bbc.yaml` on {m['cpu']} ({m['logical_cores']} logical cores, no GPU); other processes "
+             f"pipelines/{summary['pipeline']}.yaml` on {m['cpu']} ({m['logical_cores']} logical cores, "
+             f"{', '.join(gpus) if gpus else 'no GPU'}); other processes "
              f"used {load['other_processes_cores_mean']:.2f} cores on average meanwhile. Full table: {_link(path)}. "
              f"Decode: {report['bench']['lm']['prompts']} test prompts of {report['bench']['lm']['prompt_tokens']} "
              f"tokens, {report['bench']['lm']['new_tokens']} greedy new tokens, `{setting}`; perplexity on "
@@ -62,18 +75,24 @@ def _pipeline_lines(path: Path, summary: dict) -> list[str]:
               "| prefill p50 | " + cells(lambda r: f"{r['prefill_ms'][setting]['p50']:.0f} ms") + " |",
               "| file | " + cells(lambda r: f"{r['file_bytes'] / 1e6:.1f} MB") + " |",
               "| test perplexity | " + cells(lambda r: f"{r['perplexity']:.1f}") + " |", ""]
-    lines.append(f"- Decode speed-up over the teacher on ONNX Runtime fp32 (paired over rounds): edgekd int4 student "
-                 f"{_x(h['decode_speedup_vs_onnxruntime'])}" + (f", GenAI int4 student {_x(genai['decode_speedup_vs_onnxruntime'])}"
-                                                               if genai else "") + ".")
+    student = _label(rows[h["student"]])
+    lines.append(f"- Decode speed-up over the teacher on ONNX Runtime fp32: {student} {_x(h['decode_speedup_vs_onnxruntime'])}"
+                 + (f"; {_label(rows[genai['name']])} {_x(genai['decode_speedup_vs_onnxruntime'])}" if genai else "")
+                 + ".")
     if h.get("peer"):
-        lines.append(f"- Against the peer (the teacher through ONNX Runtime GenAI's model builder, int4): edgekd int4 "
-                     f"student {_x(h['decode_speedup_vs_peer'])}" + (
-                         f"; the student through the same builder {_x(genai['decode_speedup_vs_peer'])}, "
-                         f"{genai['size_ratio_vs_peer']:.2f}× smaller (same runtime and precision: pruning and "
-                         "distillation alone)" if genai else "") + ".")
-    flagged = ", flagged in the report" if (h.get("quality_gate") or {}).get("over") else ""
-    quality = (f"- Quality: test perplexity {h['perplexity']:.1f} for the shipped int4 student against "
-               f"{h['teacher_perplexity']:.1f} for the teacher (**{h['perplexity_ratio']:.2f}×**; goal ≤ 1.5×{flagged})")
+        peer = rows[h["peer"]]
+        same = genai and (rows[genai["name"]]["runtime"], rows[genai["name"]]["precision"]) == (peer["runtime"],
+                                                                                              peer["precision"])
+        lines.append(f"- Against the peer (the teacher through ONNX Runtime GenAI's model builder, {peer['precision']}): "
+                     f"{student} {_x(h['decode_speedup_vs_peer'])}" + (
+                         f"; {_label(rows[genai['name']])} {_x(genai['decode_speedup_vs_peer'])}, "
+                         f"{genai['size_ratio_vs_peer']:.2f}× smaller" + (
+                             " (the same runtime and precision: the speed gap is the pruned architecture alone)"
+                             if same else "") if genai else "") + ".")
+    gate = h.get("quality_gate") or {}
+    limit = f"; the bundle's limit is {gate['limit']}×" + (", flagged in the report" if gate["over"] else "") if gate else ""
+    quality = (f"- Quality: test perplexity {h['perplexity']:.1f} for the bundled {student} against "
+               f"{h['teacher_perplexity']:.1f} for the teacher (**{h['perplexity_ratio']:.2f}×**{limit})")
     if genai and genai.get("perplexity"):
         quality += f"; {genai['perplexity']:.1f} for the GenAI build"
     if h.get("ablation"):
@@ -100,20 +119,24 @@ def _seeds_line(path: Path, result: dict) -> str:
 
 def _frontier_line(path: Path, result: dict) -> str:
     points = result["points"]
-    best = min(points, key=lambda p: p["perplexity_ratio"])
+    best = min(points, key=lambda p: p["validation_perplexity"])  # chosen on validation; test only reported
     fastest = max(points, key=lambda p: p["speedup_vs_peer"]["median"])
     meeting = [p["point"] for p in points if p["meets_goal"]]
     return (f"- Frontier ({_link(path)}): {len(points)} students by depth, FFN width and training tokens on GenAI "
-            f"int4. Lowest test perplexity: {best['layers']} layers, FFN {best['ffn_after']}, {best['steps']} steps at "
-            f"{best['perplexity_ratio']:.2f}× the teacher's and {best['speedup_vs_peer']['median']:.2f}× the peer's "
-            f"tokens/s; fastest: {fastest['layers']} layers, FFN {fastest['ffn_after']} at "
-            f"{fastest['speedup_vs_peer']['median']:.2f}× the peer and {fastest['perplexity_ratio']:.2f}× the "
-            f"teacher's perplexity. Meeting both goals (≤ 1.5× perplexity, ≥ 1.5× the peer): "
+            f"int4 (perplexity ratios: the int4 build's test perplexity over the teacher's fp32 one; the peer's is "
+            f"{result['peer']['int4_test_perplexity'] / result['teacher']['test_perplexity']:.2f}×). Best by validation "
+            "perplexity: "
+            f"{best['layers']} layers, FFN {best['ffn_after']}, {best['steps']} steps at "
+            f"{best['int4_perplexity_ratio']:.2f}× ({best['perplexity_ratio']:.2f}× before int4) and "
+            f"{best['speedup_vs_peer']['median']:.2f}× the peer's tokens/s; fastest: {fastest['layers']} layers, FFN "
+            f"{fastest['ffn_after']}, {fastest['steps']} steps at {fastest['speedup_vs_peer']['median']:.2f}× the peer's "
+            f"tokens/s and {fastest['int4_perplexity_ratio']:.2f}× the teacher's perplexity. Meeting both goals "
+            "(≤ 1.5× perplexity, ≥ 1.5× the peer): "
             f"{', '.join(meeting) if meeting else 'none at this CPU token budget'}.")
 
 
 def render(folder: Path = RESULTS) -> str:
-    found = newest(is_lm_result, folder)
+    found = newest(is_lm_result, folder)  # the default pipeline's, on this CPU
     if found is None:
         return "No causal-LM result is committed yet."
     lines = _pipeline_lines(*found)

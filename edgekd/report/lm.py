@@ -12,7 +12,7 @@ size_ratio, size_ratio_vs_peer, perplexity, perplexity_ratio}}, rows (the bench'
 
 headline.student is the ONNX bundle's source row (our own int4 path); headline.genai_student, when the bundle
 also built the student with ONNX Runtime GenAI (lm.genai), is that row: the same runtime and precision as the
-peer, so its gain over the peer is pruning and distillation alone. Both come from one helper (_versus); the
+peer, so its speed gap to the peer is the pruned architecture alone. Both come from one helper (_versus); the
 *_vs_peer keys are present only when the run has a timed peer row.
 """
 

@@ -25,7 +25,7 @@ def _genai_line(g: dict, h: dict, rows: list[dict]) -> str:
     """The student built by ONNX Runtime GenAI (bundle lm.genai) against the teacher on ONNX Runtime and the peer."""
     precision = {r["name"]: r["precision"] for r in rows}
     same = h.get("peer") and precision.get(h["peer"]) == precision.get(g["name"])
-    why = ("the peer's runtime and precision: the gain is pruning and distillation alone" if same
+    why = ("the peer's runtime and precision, so the speed gap is the pruned architecture alone" if same
            else f"ONNX Runtime GenAI, {precision.get(g['name'])}")
     peer = "peer" in h
     return (f"- The same student built by ONNX Runtime GenAI's model builder (`{g['name']}`, {why}): decode "

@@ -59,7 +59,9 @@ def test_each_point_has_its_shape_budget_and_paired_speed(result):
     for p in data["points"]:  # speed-up: the median of per-round ratios against the peer timed in the same rounds
         ratios = sorted(s / q for s, q in zip(p["per_round"], data["peer"]["per_round"]))
         assert len(ratios) == 2 and p["speedup_vs_peer"]["min"] == ratios[0] and p["speedup_vs_peer"]["max"] == ratios[1]
-        assert p["meets_goal"] == (p["perplexity_ratio"] <= 1.5 and p["speedup_vs_peer"]["median"] >= 1.5)
+        assert p["int4_perplexity_ratio"] == pytest.approx(p["int4_test_perplexity"] / data["teacher"]["test_perplexity"],
+                                                           abs=1e-4)
+        assert p["meets_goal"] == (p["int4_perplexity_ratio"] <= 1.5 and p["speedup_vs_peer"]["median"] >= 1.5)
     md = path.with_suffix(".md").read_text()
     assert "| 1 layers, FFN 64 (3 steps) |" in md and "Points meeting both" in md
 
