@@ -9,9 +9,14 @@ pipeline, and a test checks that README.md holds exactly what this renders.
 """
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from readme_results import replace_block  # noqa: E402  (the classifier block's marker handling)
+
 RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- lm-results:begin (written by benchmarks/readme_lm_results.py) -->", "<!-- lm-results:end -->"
 
@@ -150,12 +155,7 @@ def render(folder: Path = RESULTS) -> str:
 
 
 def update_readme(readme: Path = ROOT / "README.md") -> None:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no LM results markers ({BEGIN} ... {END})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render()}\n{END}{tail}")
+    replace_block(readme, BEGIN, END, render())
 
 
 if __name__ == "__main__":

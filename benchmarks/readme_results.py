@@ -146,13 +146,18 @@ def _same_setup(a: dict, b: dict) -> bool:
         a["report"]["run"].get("pipeline", {}).get("stages") == b["report"]["run"].get("pipeline", {}).get("stages")
 
 
-def update_readme(readme: Path = ROOT / "README.md") -> None:
+def replace_block(readme: Path, begin: str, end: str, body: str) -> None:
+    """Rewrite what lies between the ``begin`` and ``end`` marker lines of ``readme`` with ``body``."""
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no results markers ({BEGIN} ... {END})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render_newest()}\n{END}{tail}")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme}: no results markers ({begin} ... {end})")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
+
+
+def update_readme(readme: Path = ROOT / "README.md") -> None:
+    replace_block(readme, BEGIN, END, render_newest())
 
 
 if __name__ == "__main__":
