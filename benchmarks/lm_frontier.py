@@ -26,7 +26,6 @@ Timing always reruns, all points together.
 import argparse
 import json
 import logging
-import math
 import re
 import shutil
 import statistics
@@ -78,7 +77,7 @@ def train_point(run: FinishedRun, teacher, prune: PruneConfig, distill: DistillC
     from edgekd.data.text import evenly_spaced
     from edgekd.distill.causal_lm import distill_causal_lm
     from edgekd.models.io import load_tokenizer, torch_device
-    from edgekd.peer.genai import GenAIRunner, build_genai_model
+    from edgekd.peer.genai import build_genai_model, genai_validation_scores
     from edgekd.prune.causal_lm import prune_causal_lm
     from edgekd.prune.lm_stage import LAYER_METHODS
     from edgekd.tasks.causal_lm import CausalLMTask
@@ -102,18 +101,14 @@ def train_point(run: FinishedRun, teacher, prune: PruneConfig, distill: DistillC
     task.save(student, tokenizer, folder / "model")
     build_genai_model(folder / "model", folder / "genai-int4", "int4")
     tokenizer.save_pretrained(folder / "genai-int4")
-    runner = GenAIRunner.load({"path": str(folder / "genai-int4")}, threads=1)
-    try:
-        scored = runner.score(test)
-    finally:
-        runner.close()
+    int4 = genai_validation_scores(folder / "genai-int4", test)  # (the test windows here: reported only)
     result = {"point": point, "layers": layers, "ffn_ratio": ffn_ratio, "steps": steps,
               "tokens_seen": steps * cfg.batch_size * run.max_length, "seed": seed,
               "kept_layers": shape["kept_layers"], "ffn_after": shape["ffn_after"],
               "parameters": shape["parameters_after"], "train_seconds": round(fit.seconds, 1) if fit else 0.0,
               "pruned_validation_perplexity": pruned_val["perplexity"], "validation_perplexity": v["perplexity"],
               "test_perplexity": t["perplexity"], "test_next_token_accuracy": t["next_token_accuracy"],
-              "int4_test_perplexity": round(math.exp(scored["nll_sum"] / scored["tokens"]), 4),
+              "int4_test_perplexity": int4["perplexity"],
               "int4_file_bytes": model_bytes(folder / "genai-int4")}
     atomic_write_json(folder / "point.json", result)
     return result
@@ -221,13 +216,11 @@ def run_frontier(run_dir: Path, points: list[str], rounds: int, out: Path, work_
     test_prompts = [w[: run.max_length // 4] for w in run.windows["test"][:prompts]]
     speeds = time_models({"peer": peer_folder, **{r["point"]: work / r["point"].replace("@", "-at-") / "genai-int4"
                                                   for r in results}}, test_prompts, new_tokens, rounds)
-    from edgekd.peer.genai import GenAIRunner
+    from edgekd.peer.genai import genai_validation_scores
 
-    peer_runner = GenAIRunner.load({"path": str(peer_folder)}, threads=1)
-    scored = peer_runner.score(run.windows["test"])
-    peer_runner.close()
+    peer_int4 = genai_validation_scores(peer_folder, run.windows["test"])
     peer = {"folder": str(peer_folder), "file_bytes": peer_bytes, "tokens_per_s": statistics.median(speeds["peer"]),
-            "per_round": speeds["peer"], "int4_test_perplexity": round(math.exp(scored["nll_sum"] / scored["tokens"]), 4)}
+            "per_round": speeds["peer"], "int4_test_perplexity": peer_int4["perplexity"]}
     for r in results:
         ratios = [s / p for s, p in zip(speeds[r["point"]], speeds["peer"])]
         r.update(tokens_per_s=statistics.median(speeds[r["point"]]), per_round=speeds[r["point"]],
