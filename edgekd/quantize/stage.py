@@ -11,7 +11,7 @@ from edgekd.metrics import classification_metrics
 from edgekd.models import load_tokenizer
 from edgekd.quantize.config import QuantizeConfig
 from edgekd.quantize.core import (best_calibration, compare_calibrations, make_quantizer, onnx_predictions,
-                                  quantizable_nodes)
+                                  quantizable_nodes, with_int4_embeddings)
 from edgekd.quantize.guard import guarded_quantize
 from edgekd.stage_context import StageContext
 
@@ -50,6 +50,9 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> None:
                     extra["calibration_method"] = method
                 # Same folder per method as the comparison: its cached ranges are reused, not recomputed.
                 graph, quantize = make_quantizer(src.path, Path(tmp) / method, mode, cfg.preset, method, calib, pad)
+                if cfg.embedding_bits == 4:
+                    quantize = with_int4_embeddings(graph, quantize)
+                    extra["embedding_bits"] = 4
                 if cfg.guard is None:
                     result = quantize(dst)
                     seconds = result.seconds
@@ -69,4 +72,4 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> None:
             ctx.add_output(f"{name}.int8-{mode}.onnx", "onnx", f"{name}.int8-{mode}/model.onnx", role=src.role,
                            source=name, precision=f"int8-{mode}", runtime="onnxruntime",
                            tokenizer=f"{name}.int8-{mode}", pad_id=pad, task=src.task, preset=cfg.preset,
-                           validation_accuracy=metrics["accuracy"])
+                           validation_accuracy=metrics["accuracy"], embedding_bits=cfg.embedding_bits)

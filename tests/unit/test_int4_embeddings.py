@@ -1,0 +1,105 @@
+"""4-bit word embeddings (quantize.embedding_bits: 4) on a tiny exported BERT."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgekd.artifacts import Artifact
+from edgekd.config import validate_pipeline
+from edgekd.errors import ConfigError
+from edgekd.export.config import ExportConfig
+from edgekd.export.core import export_onnx
+from edgekd.models import load_classifier
+from edgekd.ort import make_session, ort_logits
+from edgekd.quantize import stage as quantize_stage
+from edgekd.quantize.config import QuantizeConfig
+from edgekd.quantize.core import make_quantizer, with_int4_embeddings, word_embedding_gather
+from edgekd.stage_context import StageContext
+from tests.conftest import build_tokenizer, make_texts, make_tiny_model_dir
+from tests.unit.test_quantize_guard import _write_splits
+
+WORD = "/model/bert/embeddings/word_embeddings/Gather"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int4emb")
+    model = load_classifier(str(make_tiny_model_dir(folder / "hf", "bert", num_hidden_layers=2,
+                                                    initializer_range=0.2)), attn_implementation="eager")
+    fp32 = export_onnx(model, folder / "onnx", ExportConfig(exporter="torch")).path
+    tok = build_tokenizer(folder / "onnx")
+    ids = tok([t for t, _ in make_texts(64, seed=3)], truncation=True, max_length=32)["input_ids"]
+    return fp32, ids, tok.pad_token_id, model.bert.embeddings.word_embeddings.weight.detach().numpy()
+
+
+def _ops(path):
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    return graph, inits
+
+
+def test_the_word_embedding_table_is_found_by_size(tiny):
+    fp32, *_ = tiny
+    assert word_embedding_gather(fp32) == WORD  # not the position (80 rows) or token-type (2 rows) tables
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_only_the_word_table_becomes_4_bit_blocks(tiny, tmp_path, mode):
+    fp32, ids, pad, table = tiny
+    graph, quantize = make_quantizer(fp32, tmp_path / "work", mode, "avx2", token_ids=ids[:16], pad_id=pad)
+    int8 = quantize(tmp_path / "int8.onnx", []).path
+    int4 = with_int4_embeddings(graph, quantize)(tmp_path / "int4.onnx", []).path
+    g, inits = _ops(int4)
+    blocked = [n for n in g.node if n.op_type == "GatherBlockQuantized"]
+    assert len(blocked) == 1 and blocked[0].input[1] == "input_ids"
+    packed = inits[blocked[0].input[0]]
+    # [vocab, hidden] as 4-bit pairs: hidden 64 in 2 blocks of 32, one scale per block
+    rows, hidden = table.shape
+    assert int(np.prod(packed.dims)) * (2 if packed.data_type == onnx.TensorProto.UINT8 else 1) == rows * hidden
+    assert list(inits[blocked[0].input[2]].dims) == [rows, hidden // 32]
+    # the other tables stay int8 Gathers, and the file loses about half the table's int8 bytes
+    assert [n.op_type for n in g.node if n.name.endswith("position_embeddings/Gather")] == ["Gather"]
+    assert int8.stat().st_size - int4.stat().st_size > 0.35 * rows * hidden
+    # the 4-bit table still carries the model: predictions agree with the int8 model's
+    a = ort_logits(make_session(int8), ids, pad).argmax(-1)
+    b = ort_logits(make_session(int4), ids, pad).argmax(-1)
+    assert (a == b).mean() >= 0.9
+
+
+def test_excluding_the_word_table_keeps_it_float(tiny, tmp_path):
+    fp32, ids, pad, table = tiny
+    graph, quantize = make_quantizer(fp32, tmp_path / "work", "dynamic", "avx2")
+    path = with_int4_embeddings(graph, quantize)(tmp_path / "kept.onnx", [WORD]).path
+    g, inits = _ops(path)
+    node = next(n for n in g.node if n.name == WORD)
+    assert node.op_type == "Gather" and np.array_equal(numpy_helper.to_array(inits[node.input[0]]), table)
+    assert not any(n.op_type == "GatherBlockQuantized" for n in g.node)
+
+
+def test_stage_records_4_bit_embeddings_and_writes_a_smaller_file(tiny, tmp_path):
+    fp32, _, pad, _ = tiny
+    tok = build_tokenizer(tmp_path / "tok")
+    data = _write_splits(tmp_path / "data", fp32, pad, tok)
+    source = Artifact(name="student.onnx", type="onnx", path=fp32, role="student", tokenizer=fp32.parent, pad_id=pad,
+                      task="text-classification")
+    sizes = {}
+    for bits in (8, 4):
+        ctx = StageContext(settings={"max_length": 32}, out=tmp_path / f"out{bits}", data_dir=data,
+                           artifacts={"student.onnx": source})
+        quantize_stage.run(QuantizeConfig(modes=["dynamic"], embedding_bits=bits), ctx)
+        m = ctx.metrics["student.int8-dynamic"]
+        sizes[bits] = m["file_bytes"]
+        assert ctx.outputs["student.int8-dynamic.onnx"].meta["embedding_bits"] == bits
+        assert m.get("embedding_bits", 8) == bits and m["validation"]["accuracy"] >= 0.9
+    assert sizes[4] < sizes[8]
+    assert "4-bit word embeddings" in QuantizeConfig.summary(ctx.metrics)
+
+
+def test_embedding_bits_is_validated_and_left_out_of_dumps_at_its_default():
+    stages = [{"kind": "teacher"}, {"kind": "export", "models": ["teacher"]}]
+    with pytest.raises(ConfigError) as info:
+        validate_pipeline({"stages": [*stages, {"kind": "quantize", "models": ["teacher"], "embedding_bits": 2}]})
+    assert "stages.2.quantize.embedding_bits" in str(info.value)
+    assert "embedding_bits" not in QuantizeConfig().model_dump()  # cache keys of existing runs unchanged
+    assert QuantizeConfig(embedding_bits=4).model_dump()["embedding_bits"] == 4
