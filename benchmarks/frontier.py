@@ -24,8 +24,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 GOAL = {"speedup": 6.0, "accuracy_delta_pt": -1.0, "size_ratio": 10.0}  # the default task's target
 
 
-def _how(report: dict) -> str:
-    """The student's shape and training in a few words, from the stage metrics of its run."""
+def _how(report: dict, precision: str = "fp32") -> str:
+    """The student's shape and training in a few words, from the stage metrics of its run; ``precision`` names
+    its quantized model (e.g. int8-dynamic), whose quantize metrics say how the embeddings were stored."""
     metrics = {s["kind"]: s.get("metrics", {}) for s in report.get("stages", [])}
     parts = []
     prune = metrics.get("prune", {})
@@ -43,6 +44,8 @@ def _how(report: dict) -> str:
     vocab = metrics.get("vocab", {})
     if vocab:
         parts.append(f"vocabulary {vocab['tokens_before']:,} → {vocab['tokens_after']:,}")
+    if (metrics.get("quantize", {}).get(f"student.{precision}") or {}).get("embedding_bits") == 4:
+        parts.append("4-bit word embeddings")
     return "; ".join(parts)
 
 
@@ -65,7 +68,7 @@ def frontier_rows(summary: dict, name: str) -> list[dict]:
             # The paired bootstrap interval and McNemar p on the same texts; absent in results measured before them.
             "accuracy_vs": row.get("accuracy_vs", {}).get(teacher["name"]),
             "size_ratio": round(teacher["file_bytes"] / row["file_bytes"], 2), "p50_ms": row["latency_ms"][setting]["p50"],
-            "how": "the teacher through optimum's int8 path" if row["role"] == "peer" else _how(report),
+            "how": "the teacher through optimum's int8 path" if row["role"] == "peer" else _how(report, row["precision"]),
         })
     return out
 

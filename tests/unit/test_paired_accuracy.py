@@ -177,3 +177,11 @@ def test_a_real_bench_pairs_every_scored_row_on_the_same_texts(tmp_path):
     assert sum(pair["discordant"].values()) > 0  # two different random models: the test pairs something real
     assert "accuracy_vs" not in rows["teacher pytorch cpu"]
     json.dumps(copy.deepcopy(bench))  # bench.json stays plain JSON
+
+
+def test_frontier_names_4_bit_embeddings_only_on_the_model_quantized_that_way():
+    frontier = load_benchmark_script("frontier")
+    report = {"stages": [{"kind": "quantize", "metrics": {"student.int8-dynamic": {"embedding_bits": 4},
+                                                          "student.int8-static": {}}}]}
+    assert frontier._how(report, "int8-dynamic") == "4-bit word embeddings"
+    assert frontier._how(report, "int8-static") == "" and frontier._how(report) == ""
