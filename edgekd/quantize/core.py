@@ -5,7 +5,7 @@ static:  weights and activations int8 with ranges calibrated on training batches
          after ORT's pre-processing (shape inference + graph clean-up) of the fp32 graph.
 Gather is quantized too, or the word embeddings (half of a small encoder's weights) stay fp32.
 Every quantizer takes ``exclude``: node names (of the graph it quantizes) kept in float.
-``with_int4_embeddings`` wraps either flavour so the word-embedding table becomes 4-bit blocks instead.
+``int4_embeddings.with_int4_embeddings`` wraps either flavour so the word-embedding table becomes 4-bit blocks.
 """
 
 import logging
@@ -154,55 +154,6 @@ def make_quantizer(src: Path, workdir: Path, mode: str, preset: str, method: str
         return quantize_static_prepared(prepared, dst, preset, method, batches, exclude, cache)
 
     return prepared, quantize
-
-
-EMBEDDING_BLOCK = 32  # 4-bit word embeddings: weights per block along hidden, one fp32 scale each
-
-
-def word_embedding_gather(graph_path: Path) -> str | None:
-    """Name of the Gather that reads the largest float table: the word embeddings [vocab, hidden]."""
-    import onnx
-
-    graph = onnx.load(str(graph_path), load_external_data=False).graph
-    sizes = {t.name: int(np.prod(t.dims)) for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
-    tables = [(sizes[n.input[0]], n.name) for n in graph.node if n.op_type == "Gather" and n.input[0] in sizes]
-    return max(tables)[1] if tables else None
-
-
-def quantize_gather_int4(path: Path, node: str, block_size: int = EMBEDDING_BLOCK) -> None:
-    """Rewrite the Gather ``node`` of ``path`` in place as GatherBlockQuantized: its table [rows, hidden] stored as
-    symmetric 4-bit blocks of ``block_size`` along hidden. Every other node is left as it is."""
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    model = onnx.load(str(path))
-    others = [n.name for n in model.graph.node if n.name != node]
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True, nodes_to_exclude=others,
-                                     op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
-    with np.errstate(invalid="ignore", divide="ignore"):  # an all-zero row (the padding token's) has scale 0
-        quantizer.process()
-    if not any(n.op_type == "GatherBlockQuantized" for n in quantizer.model.model.graph.node):
-        raise RuntimeError(f"{path}: Gather {node!r} was not rewritten as 4-bit blocks")
-    quantizer.model.save_model_to_file(str(path))
-
-
-def with_int4_embeddings(graph: Path, quantize: Quantizer) -> Quantizer:
-    """``quantize`` with the word-embedding Gather of ``graph`` left out of int8 and stored as 4-bit blocks after.
-
-    Excluding that node (e.g. by the accuracy guard) keeps it fp32, as for any other node.
-    """
-    node = word_embedding_gather(graph)
-    if node is None:
-        raise RuntimeError(f"{graph}: no Gather of a float table (word embeddings) to store as 4-bit blocks")
-
-    def quantize_with_int4_table(dst: Path, exclude: Sequence[str] = ()) -> QuantizeResult:
-        start = time.perf_counter()
-        result = quantize(dst, [*exclude, node] if node not in exclude else list(exclude))
-        if node not in exclude:
-            quantize_gather_int4(dst, node)
-        return QuantizeResult(result.path, result.mode, time.perf_counter() - start)
-
-    return quantize_with_int4_table
 
 
 def quantizable_nodes(graph_path: Path, mode: str) -> list[str]:

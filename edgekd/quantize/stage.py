@@ -11,7 +11,8 @@ from edgekd.metrics import classification_metrics
 from edgekd.models import load_tokenizer
 from edgekd.quantize.config import QuantizeConfig
 from edgekd.quantize.core import (best_calibration, compare_calibrations, make_quantizer, onnx_predictions,
-                                  quantizable_nodes, with_int4_embeddings)
+                                  quantizable_nodes)
+from edgekd.quantize.int4_embeddings import with_int4_embeddings
 from edgekd.quantize.guard import guarded_quantize
 from edgekd.stage_context import StageContext
 

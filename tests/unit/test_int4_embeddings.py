@@ -14,7 +14,8 @@ from edgekd.models import load_classifier
 from edgekd.ort import make_session, ort_logits
 from edgekd.quantize import stage as quantize_stage
 from edgekd.quantize.config import QuantizeConfig
-from edgekd.quantize.core import make_quantizer, with_int4_embeddings, word_embedding_gather
+from edgekd.quantize.core import make_quantizer
+from edgekd.quantize.int4_embeddings import int4_blocks, with_int4_embeddings, word_embedding_gather
 from edgekd.stage_context import StageContext
 from tests.conftest import build_tokenizer, make_texts, make_tiny_model_dir
 from tests.unit.test_quantize_guard import _write_splits
@@ -53,11 +54,16 @@ def test_only_the_word_table_becomes_4_bit_blocks(tiny, tmp_path, mode):
     g, inits = _ops(int4)
     blocked = [n for n in g.node if n.op_type == "GatherBlockQuantized"]
     assert len(blocked) == 1 and blocked[0].input[1] == "input_ids"
-    packed = inits[blocked[0].input[0]]
     # [vocab, hidden] as 4-bit pairs: hidden 64 in 2 blocks of 32, one scale per block
     rows, hidden = table.shape
-    assert int(np.prod(packed.dims)) * (2 if packed.data_type == onnx.TensorProto.UINT8 else 1) == rows * hidden
-    assert list(inits[blocked[0].input[2]].dims) == [rows, hidden // 32]
+    packed = numpy_helper.to_array(inits[blocked[0].input[0]])
+    scales = numpy_helper.to_array(inits[blocked[0].input[2]])
+    assert packed.dtype == np.uint8 and packed.shape == (rows, hidden // 2) and scales.shape == (rows, hidden // 32)
+    # unpacked (low nibble first, zero point 8) x scale is the table to within half a step
+    nibbles = np.stack([packed & 15, packed >> 4], -1).reshape(rows, hidden).astype(np.float32) - 8
+    restored = nibbles * np.repeat(scales, 32, axis=1)
+    assert np.abs(restored - table).max() <= 0.5 * scales.max() + 1e-7
+    assert onnx.load(str(int4)).opset_import[0].version == onnx.load(str(int8)).opset_import[0].version
     # the other tables stay int8 Gathers, and the file loses about half the table's int8 bytes
     assert [n.op_type for n in g.node if n.name.endswith("position_embeddings/Gather")] == ["Gather"]
     assert int8.stat().st_size - int4.stat().st_size > 0.35 * rows * hidden
@@ -65,6 +71,14 @@ def test_only_the_word_table_becomes_4_bit_blocks(tiny, tmp_path, mode):
     a = ort_logits(make_session(int8), ids, pad).argmax(-1)
     b = ort_logits(make_session(int4), ids, pad).argmax(-1)
     assert (a == b).mean() >= 0.9
+
+
+def test_int4_blocks_round_to_the_nearest_step_and_keep_zero_rows_zero():
+    table = np.array([[0.0] * 32, [7.0, -7.0, 3.4, -3.6] + [0.0] * 28], dtype=np.float32)
+    packed, scales = int4_blocks(table)
+    assert scales.tolist() == [[0.0], [1.0]]
+    assert packed[0].tolist() == [0x88] * 16  # zero point 8 in both nibbles
+    assert packed[1, :2].tolist() == [(15 | 1 << 4), (11 | 4 << 4)]  # 7 -> 15, -7 -> 1, 3.4 -> 11, -3.6 -> 4
 
 
 def test_excluding_the_word_table_keeps_it_float(tiny, tmp_path):
