@@ -5,6 +5,9 @@ A bundle is a folder written by the pipeline's bundle stage:
   tokenizer.json  the Hugging Face fast-tokenizer file it was trained with
   labels.json     label names, in class-index order
   bundle.json     manifest: max_length, precision, the model's sha256 (checked on load), edgekd version
+  model.ort, required_operators.config
+                  (optional, named under "ort" in bundle.json) the same model for ONNX Runtime Mobile and the
+                  operator list of a reduced build; this file keeps loading model.onnx
 
 Copy this one file next to your application:
 

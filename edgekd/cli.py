@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 BENCH_EPILOG = """examples:
   edgekd bench model.onnx                                  # synthetic inputs, 8-128 tokens
+  edgekd bench model.onnx model.ort --data test.csv        # the same model for ONNX Runtime Mobile, side by side
   edgekd bench teacher/model.onnx student/model.int8.onnx --data test.csv --label-column label
   edgekd bench my-hf-folder/ model.onnx --data reviews.jsonl --text-column review --out bench.json
 
@@ -88,13 +89,13 @@ def _baseline(text: str) -> int | str:
 
 
 def _add_bench_parser(sub) -> None:
-    b = sub.add_parser("bench", help="latency benchmark of ONNX files, Hugging Face folders or bundles",
+    b = sub.add_parser("bench", help="latency benchmark of ONNX / ONNX Runtime Mobile (.ort) files, Hugging Face folders or bundles",
                        description="Time one or more models on identical inputs: p50/p90/p99, mean, spread across "
                        "rounds, throughput, peak RSS, load and first-inference time, size, and accuracy when the "
                        "data has labels. Prints a table and writes JSON.", epilog=BENCH_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("models", nargs="+", type=Path, metavar="MODEL",
-                   help=".onnx file, Hugging Face model folder (config.json + safetensors) or edgekd bundle folder")
+                   help=".onnx or .ort file, Hugging Face model folder (config.json + safetensors) or edgekd bundle folder")
     src = b.add_argument_group("inputs (a dataset, or synthetic token ids when --data is not given)")
     src.add_argument("--data", type=Path, help="dataset file (.csv .tsv .jsonl .json .parquet) whose text is tokenised "
                      "with each model's own tokenizer (the same texts for all)")

@@ -12,6 +12,7 @@ from edgekd.bench.config import BenchConfig
 from edgekd.bundle.config import BundleConfig
 from edgekd.distill.config import DistillConfig
 from edgekd.export.config import ExportConfig
+from edgekd.mobile.config import MobileConfig
 from edgekd.peer.config import PeerConfig
 from edgekd.prune.config import PruneConfig
 from edgekd.quantize.config import QuantizeConfig
@@ -51,6 +52,9 @@ STAGES: dict[str, StageEntry] = {
                          TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime"), BOTH),
     "quantize": StageEntry(QuantizeConfig, "edgekd.quantize.stage", ("max_length",),
                            ("transformers", "tokenizers", "onnx", "onnxruntime"), BOTH),
+    # (torch: the parity gate compares each converted file with the PyTorch model)
+    "mobile": StageEntry(MobileConfig, "edgekd.mobile.stage", ("max_length",),
+                         TRAINING_LIBS + ("onnx", "onnxruntime")),
     # (torch runs the export)
     "peer": StageEntry(PeerConfig, "edgekd.peer.stage", ("max_length",),
                        TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime"), BOTH),

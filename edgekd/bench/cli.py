@@ -1,6 +1,6 @@
 """`edgekd bench MODEL [MODEL ...]`: the pipeline's benchmark on models edgekd did not make.
 
-A MODEL is an .onnx file, a Hugging Face model folder (config.json) or an edgekd bundle
+A MODEL is an .onnx or .ort (ONNX Runtime Mobile) file, a Hugging Face model folder (config.json) or an edgekd bundle
 (bundle.json). Inputs come from a dataset file (its text column, tokenised with each model's
 own tokenizer) or are synthesised: random token ids with lengths drawn from a range.
 """
@@ -82,9 +82,9 @@ def _shared_labels(paths: list[Path]) -> list[str] | None:
 def target_for(path: Path) -> Target:
     path = Path(path)
     tok = _tokenizer_dir(path)
-    if path.is_file() and path.suffix == ".onnx":
+    if path.is_file() and path.suffix in (".onnx", ".ort"):  # onnxruntime reads both (.ort: ONNX Runtime Mobile)
         return Target(name=f"{path.parent.name}/{path.name} onnxruntime cpu", path=path, runtime="onnxruntime",
-                      pad_id=_pad_id(tok), model=path.stem, format="onnx", file_bytes=folder_size(path))
+                      pad_id=_pad_id(tok), model=path.stem, format=path.suffix[1:], file_bytes=folder_size(path))
     if path.is_dir() and (path / "bundle.json").is_file():
         if not DEPLOY_RUNTIME.is_file():
             raise EdgekdError(f"{path}: timing a bundle needs {DEPLOY_RUNTIME.name}, which ships with a source "
@@ -99,8 +99,8 @@ def target_for(path: Path) -> Target:
         weights = list(path.glob("*.safetensors"))
         return Target(name=f"{path.name} pytorch cpu", path=path, runtime="pytorch", pad_id=_pad_id(tok),
                       model=path.name, format="pytorch", file_bytes=sum(folder_size(w) for w in weights) or None)
-    raise EdgekdError(f"{path}: not an .onnx file, a Hugging Face model folder (config.json) or an edgekd bundle "
-                      "(bundle.json)")
+    raise EdgekdError(f"{path}: not an .onnx file, an .ort file (ONNX Runtime Mobile), a Hugging Face model folder "
+                      "(config.json) or an edgekd bundle (bundle.json)")
 
 
 def _positions(path: Path) -> int:

@@ -1,9 +1,9 @@
 """Pipeline adapter: benchmark every model the run produced on the test split, side by side.
 
-Rows come from artifact metadata (role, runtime, precision), never from names: every PyTorch
-model on CPU (and the teacher on CUDA when there is one), every ONNX file on ONNX Runtime, and
-the deploy bundle end to end. Speed-ups are paired against the teacher on ONNX Runtime fp32 (the
-same runtime as the students) and against the teacher in PyTorch eager.
+Rows come from artifact metadata (type, role, runtime, precision), never from names: every PyTorch
+model on CPU (and the teacher on CUDA when there is one), every ONNX and ONNX Runtime Mobile (.ort)
+file on ONNX Runtime, and the deploy bundle end to end. Speed-ups are paired against the teacher on
+ONNX Runtime fp32 (the same runtime as the students) and against the teacher in PyTorch eager.
 """
 
 import logging
@@ -55,6 +55,15 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
                 name=f"{name.removesuffix('.onnx')} onnxruntime cpu", path=art.path, runtime="onnxruntime",
                 pad_id=art.pad_id, model=art.source, role=art.role, format="onnx", precision=art.precision,
                 file_bytes=folder_size(art.path), parameters=_parameters(source.path) if source else None))
+        elif art.type == "ort":
+            # ONNX Runtime Mobile's format, loaded by the same onnxruntime runner; its source is the .onnx it came from.
+            onnx = artifacts.get(art.source)
+            model = artifacts.get(onnx.source) if onnx else None
+            targets.append(Target(
+                name=f"{name} onnxruntime cpu", path=art.path, runtime="onnxruntime", pad_id=art.pad_id,
+                model=model.name if model else art.source, role=art.role, format="ort", precision=art.precision,
+                file_bytes=folder_size(art.path),
+                parameters=_parameters(model.path) if model and model.type == "hf-model" else None))
         elif art.type == "bundle" and cfg.bundle and not DEPLOY_RUNTIME.is_file():
             log.warning("no bundle row: %s is not installed (it ships with a source checkout of edgekd)",
                         DEPLOY_RUNTIME.name)
@@ -63,7 +72,8 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
             targets.append(Target(
                 name="bundle end-to-end (tokenizer + onnxruntime)", path=art.path, runtime="bundle",
                 pad_id=art.pad_id, model=model.source if model else art.source, role=art.role, format="bundle",
-                precision=art.precision, file_bytes=folder_size(art.path),
+                # (the bundle's mobile copy, model.ort and its operator list, is not what this row runs)
+                precision=art.precision, file_bytes=folder_size(art.path) - art.meta.get("mobile_bytes", 0),
                 parameters=_parameters(artifacts[model.source].path) if model and model.source in artifacts else None))
     if not targets:
         raise EdgekdError("the bench stage found no model to measure: add a teacher, distill, export or quantize "
@@ -74,7 +84,7 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
 def references(targets: list[Target]) -> list[str]:
     """The teacher on ONNX Runtime fp32 (same runtime as the int8 students), the teacher in PyTorch on
     CPU, then the peer path (optimum's own int8 of the teacher), each where the run has it."""
-    teacher = [t for t in targets if t.role == "teacher" and t.device == "cpu"
+    teacher = [t for t in targets if t.role == "teacher" and t.device == "cpu" and t.format in ("onnx", "pytorch")
                and (t.runtime, t.precision) in (("onnxruntime", "fp32"), ("pytorch", "fp32"))]
     teacher.sort(key=lambda t: t.runtime == "pytorch")  # ONNX Runtime first: it is the headline
     peers = [t for t in targets if t.role == "peer" and t.runtime == "onnxruntime"]

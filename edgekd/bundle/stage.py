@@ -1,4 +1,5 @@
-"""Pipeline adapter: assemble the deployable bundle (model.onnx, tokenizer.json, labels, manifest)."""
+"""Pipeline adapter: assemble the deployable bundle (model.onnx, tokenizer.json, labels, manifest), plus
+model.ort and required_operators.config where the run converted the bundled model for ONNX Runtime Mobile."""
 
 import json
 import shutil
@@ -28,11 +29,29 @@ def run(cfg: BundleConfig, ctx: StageContext) -> None:
         "model_sha256": sha256_of(folder / "model.onnx"),
         "runtime": "onnxruntime (CPUExecutionProvider); inputs input_ids, attention_mask[, token_type_ids] int64",
     }
+    mobile = _add_ort_sibling(ctx, cfg.model, folder)
+    if mobile:
+        manifest["ort"] = mobile
     atomic_write_json(folder / "bundle.json", manifest)
     make_world_readable(folder)
-    ctx.metrics.update(source=cfg.model, bundle_bytes=folder_size(folder))
+    mobile_bytes = sum(folder_size(folder / mobile[k]) for k in ("model", "required_operators")) if mobile else 0
+    ctx.metrics.update(source=cfg.model, bundle_bytes=folder_size(folder),
+                       **({"ort_bytes": mobile_bytes} if mobile else {}))
     ctx.add_output("bundle", "bundle", "bundle", role=src.role, source=cfg.model, precision=src.precision,
-                   runtime="bundle", tokenizer="bundle", pad_id=src.pad_id, task=src.task)
+                   runtime="bundle", tokenizer="bundle", pad_id=src.pad_id, task=src.task,
+                   **({"mobile_bytes": mobile_bytes} if mobile else {}))
+
+
+def _add_ort_sibling(ctx: StageContext, model: str, folder) -> dict | None:
+    """Copy the bundled model's ONNX Runtime Mobile file (a mobile stage output that passed its parity gate) and its
+    required_operators.config into the bundle; their manifest entry, or None when the run has no such file."""
+    ort = next((a for a in ctx.artifacts.values() if a.type == "ort" and a.source == model), None)
+    if ort is None:
+        return None
+    shutil.copyfile(ort.path, folder / "model.ort")
+    shutil.copyfile(ort.path.parent / ort.meta["required_operators"], folder / "required_operators.config")
+    return {"model": "model.ort", "required_operators": "required_operators.config",
+            "model_sha256": sha256_of(folder / "model.ort"), "source_artifact": ort.name}
 
 
 def make_world_readable(folder) -> None:

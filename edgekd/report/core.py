@@ -49,7 +49,7 @@ def _shipped_student(rows: list[dict], history: list[dict]) -> dict | None:
     Never chosen by test accuracy: the test split only reports.
     """
     students = [r for r in rows if r["role"] == "student" and r["runtime"] == "onnxruntime"
-                and str(r["precision"]).startswith("int8")]
+                and r.get("format", "onnx") == "onnx" and str(r["precision"]).startswith("int8")]
     bundle = next((h for h in history if h["kind"] == "bundle"), None)
     if bundle is not None:
         shipped = find_row(students, name=f"{bundle['config']['model'].removesuffix('.onnx')} onnxruntime cpu")
@@ -62,7 +62,7 @@ def _shipped_student(rows: list[dict], history: list[dict]) -> dict | None:
 
 def headline(rows: list[dict], history: list[dict], setting: str) -> dict | None:
     student = _shipped_student(rows, history)
-    ort_teacher = find_row(rows, role="teacher", runtime="onnxruntime", precision="fp32")
+    ort_teacher = find_row(rows, role="teacher", runtime="onnxruntime", precision="fp32", format="onnx")
     pt_teacher = find_row(rows, role="teacher", runtime="pytorch", device="cpu")
     if student is None or ort_teacher is None:
         return None
@@ -163,7 +163,7 @@ def ablation_section(rows: list[dict], history: list[dict]) -> dict | None:
     if not ablation:
         return None
     teacher = find_row(rows, role="teacher", runtime="pytorch", device="cpu") or \
-        find_row(rows, role="teacher", runtime="onnxruntime", precision="fp32")
+        find_row(rows, role="teacher", runtime="onnxruntime", precision="fp32", format="onnx")
     distilled = find_row(rows, model="student", runtime="pytorch", device="cpu")
     stage = next((h for h in reversed(history) if h["kind"] == "ablation"), {})
 
