@@ -121,6 +121,6 @@ def test_readme_compression_options_are_real_config():
     section = readme.split("## Compression options", 1)[1]
     block = section.split("```yaml", 1)[1].split("```", 1)[0]
     stages = yaml.safe_load(block)
-    assert [s["kind"] for s in stages] == ["prune", "distill", "vocab", "quantize", "peer", "ablation"]
+    assert [s["kind"] for s in stages] == ["prune", "distill", "vocab", "quantize", "mobile", "peer", "ablation"]
     for stage in stages:
         STAGES[stage["kind"]].config.model_validate(stage)  # raises on an unknown key or a bad value
