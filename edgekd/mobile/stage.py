@@ -1,7 +1,8 @@
 """Pipeline adapter: each ONNX student (fp32 and int8) as phone-runtime files, each gated on validation parity.
 
-A file is declared as an output only when its argmax agrees with the PyTorch model it descends from often enough
-on the validation split (the test split is the benchmark's); a file that cannot be converted or fails the gate
+A file is declared as an output only when its argmax agrees often enough on the validation split (the test split is
+the benchmark's) with the model it was converted from (``gate_against: source``, the default) or with the PyTorch
+model it descends from (``pytorch``); agreement with both is recorded. A file that cannot be converted or fails the gate
 is recorded in the metrics with ``"gate": "failed: ..."``, deleted, and the other files go on.
 """
 
@@ -114,7 +115,7 @@ def run(cfg: MobileConfig, ctx: StageContext) -> None:
                 log.warning("%s: not written: %s", out_name, exc)
                 continue
             logits = target.logits(result.path, ids, src.pad_id)
-            report = parity_gate(logits, source, pytorch, min_agreement)
+            report = parity_gate(logits, source, pytorch, min_agreement, cfg.gate_against)
             ctx.metrics[out_name] = entry = {**entry, "seconds": round(result.seconds, 2),
                                              "file_bytes": result.file_bytes, **report}
             if report["gate"] != "passed":

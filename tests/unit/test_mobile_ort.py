@@ -109,6 +109,11 @@ def test_parity_gate_passes_and_fails_on_agreement():
     report = parity_gate(flipped, torch_logits, torch_logits, 0.8)
     assert report["gate"].startswith("failed: argmax agreement with PyTorch 0.7500 < 0.8 (1 of 4")
     assert parity_gate(flipped * np.nan, torch_logits, torch_logits, 0.0)["gate"] == "failed: non-finite logits"
+    # against its source: an int8 file faithful to its int8 .onnx passes although int8 flipped a text vs PyTorch
+    source = parity_gate(flipped, flipped, torch_logits, 0.99, against="source")
+    assert source["gate"] == "passed" and source["agreement_vs_pytorch"] == 0.75 and source["gate_against"] == "source"
+    assert parity_gate(torch_logits, flipped, torch_logits, 0.8, "source")["gate"].startswith(
+        "failed: argmax agreement with its source ONNX model 0.7500")
 
 
 def _context(tiny, tmp_path, names=FLAVOURS[:3]):
@@ -159,7 +164,7 @@ def test_gate_leaves_out_a_corrupted_ort_file_and_the_others_go_on(tiny, tmp_pat
     monkeypatch.setitem(mobile_stage.TARGETS, "ort", dataclasses.replace(real, convert=corrupted))
     mobile_stage.run(MobileConfig(), ctx)
     m = ctx.metrics["student.ort"]
-    assert m["gate"].startswith("failed: argmax agreement with PyTorch") and m["agreement_vs_pytorch"] < 0.995
+    assert m["gate"].startswith("failed: argmax agreement with its source ONNX model") and m["agreement_vs_onnx"] < 0.995
     assert m["max_abs_diff_vs_onnx"] > 0.1  # the numbers say what went wrong
     assert "student.ort: failed:" in MobileConfig.summary(ctx.metrics)
     assert set(ctx.outputs) == {"student.int8-dynamic.ort", "student.int8-static.ort"}  # the others go on
@@ -192,7 +197,10 @@ def test_gate_leaves_out_an_int8_file_below_the_threshold(outlier, tmp_path):
     pytorch = mobile_stage._pytorch_logits(outlier[0], ids, outlier[3]).argmax(-1)
     flips = int((ort_logits(make_session(outlier[1]["int8-dynamic"]), ids, outlier[3]).argmax(-1) != pytorch).sum())
     assert 0 < flips < 64  # int8 really disagrees somewhere, so a threshold of 1.0 cannot be met
-    mobile_stage.run(MobileConfig(min_agreement_int8=1.0), ctx)
+    mobile_stage.run(MobileConfig(min_agreement_int8=1.0), ctx)  # against the source: faithful, so it passes
+    assert ctx.metrics["student.int8-dynamic.ort"]["gate"] == "passed"
+    ctx = _context(outlier, tmp_path / "strict", names=["fp32", "int8-dynamic"])
+    mobile_stage.run(MobileConfig(min_agreement_int8=1.0, gate_against="pytorch"), ctx)
     m = ctx.metrics["student.int8-dynamic.ort"]
     assert m["gate"] == (f"failed: argmax agreement with PyTorch {1 - flips / 64:.4f} < 1.0 ({flips} of 64 "
                          "validation texts differ)")
