@@ -229,6 +229,9 @@ def test_config_errors_name_the_field():
     assert "stages.2.mobile.models" in _pipeline_error({"models": ["teacher"]})  # not an ONNX artifact name
     assert "needs teacher.int8-dynamic.onnx" in _pipeline_error({"models": ["teacher.int8-dynamic.onnx"]})
     assert "no earlier stage writes an ONNX model" in _pipeline_error({}, before=())
+    with pytest.raises(ConfigError, match=r"stage 3 \(mobile\) does not support task .causal-lm."):
+        validate_pipeline({"task": "causal-lm", "stages": [{"kind": "teacher"}, {"kind": "export", "models": ["teacher"]},
+                                                           {"kind": "mobile"}]})
     ok = validate_pipeline({"stages": [{"kind": "teacher"}, {"kind": "export", "models": ["teacher"]},
                                        {"kind": "mobile", "models": ["teacher.onnx"]}]})
     assert ok.stages[-1].provides() == ["teacher.ort"]
