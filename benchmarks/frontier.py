@@ -94,7 +94,7 @@ def is_classifier_result(result: dict) -> bool:
 def render(folder: Path = RESULTS) -> str:
     results = sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
     lines = [
-        "# The frontier: students measured by `make bench`",
+        "# The frontier: students measured by the default pipeline's bench stage",
         "",
         f"Written by `benchmarks/frontier.py` from the result files in this folder. Goal: ≥ {GOAL['speedup']:.0f}× "
         f"faster than the teacher on ONNX Runtime fp32 at 1 thread, batch 1; test accuracy ≥ the teacher's "

@@ -73,7 +73,8 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
     m, load = summary["machine"], summary["load"]
     lat = lambda r: r["latency_ms"][setting]["p50"]  # noqa: E731
     lines = [
-        f"Measured {summary['measured'][:10]} by `make bench` on {m['cpu']} ({m['logical_cores']} logical cores, "
+        f"Measured {summary['measured'][:10]} by the default pipeline's bench stage (`make bench`, or `make demo` "
+        f"from scratch) on {m['cpu']} ({m['logical_cores']} logical cores, "
         f"{', '.join(m['cpu_flags'])}, no GPU); other processes used {load['other_processes_cores_mean']:.2f} cores "
         f"on average meanwhile{' (flagged as disturbed)' if load['disturbed'] else ''}. Full table: "
         f"[{Path(result_path).with_suffix('.md').name}]({Path(result_path).with_suffix('.md').as_posix()}) "
