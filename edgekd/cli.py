@@ -89,13 +89,15 @@ def _baseline(text: str) -> int | str:
 
 
 def _add_bench_parser(sub) -> None:
-    b = sub.add_parser("bench", help="latency benchmark of ONNX / ONNX Runtime Mobile (.ort) files, Hugging Face folders or bundles",
+    b = sub.add_parser("bench", help="latency benchmark of ONNX, .ort, ExecuTorch (.pte) and LiteRT (.tflite) files, Hugging Face folders "
+                         "or bundles",
                        description="Time one or more models on identical inputs: p50/p90/p99, mean, spread across "
                        "rounds, throughput, peak RSS, load and first-inference time, size, and accuracy when the "
                        "data has labels. Prints a table and writes JSON.", epilog=BENCH_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("models", nargs="+", type=Path, metavar="MODEL",
-                   help=".onnx or .ort file, Hugging Face model folder (config.json + safetensors) or edgekd bundle folder")
+                   help=".onnx, .ort, .pte or .tflite file, Hugging Face model folder (config.json + safetensors) or "
+                        "edgekd bundle folder")
     src = b.add_argument_group("inputs (a dataset, or synthetic token ids when --data is not given)")
     src.add_argument("--data", type=Path, help="dataset file (.csv .tsv .jsonl .json .parquet) whose text is tokenised "
                      "with each model's own tokenizer (the same texts for all)")

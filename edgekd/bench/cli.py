@@ -1,8 +1,9 @@
 """`edgekd bench MODEL [MODEL ...]`: the pipeline's benchmark on models edgekd did not make.
 
-A MODEL is an .onnx or .ort (ONNX Runtime Mobile) file, a Hugging Face model folder (config.json) or an edgekd bundle
-(bundle.json). Inputs come from a dataset file (its text column, tokenised with each model's
-own tokenizer) or are synthesised: random token ids with lengths drawn from a range.
+A MODEL is an .onnx or .ort (ONNX Runtime Mobile) file, an ExecuTorch .pte or LiteRT .tflite file (as the mobile
+stage writes them), a Hugging Face model folder (config.json) or an edgekd bundle (bundle.json). Inputs come from a
+dataset file (its text column, tokenised with each model's own tokenizer) or are synthesised: random token ids with
+lengths drawn from a range.
 """
 
 import json
@@ -16,6 +17,7 @@ from edgekd.artifacts import atomic_write_json, folder_size
 from edgekd.bench.config import BenchConfig
 from edgekd.bench.core import DEPLOY_RUNTIME, Target, run_benchmark
 from edgekd.bench.inputs import per_tokenizer, synthetic
+from edgekd.bench.mobile_runners import SUFFIX_RUNTIMES, max_input_length
 from edgekd.errors import ConfigError, EdgekdError
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,10 @@ def target_for(path: Path) -> Target:
     if path.is_file() and path.suffix in (".onnx", ".ort"):  # onnxruntime reads both (.ort: ONNX Runtime Mobile)
         return Target(name=f"{path.parent.name}/{path.name} onnxruntime cpu", path=path, runtime="onnxruntime",
                       pad_id=_pad_id(tok), model=path.stem, format=path.suffix[1:], file_bytes=folder_size(path))
+    if path.is_file() and path.suffix in SUFFIX_RUNTIMES:  # on-device formats, run by their own runtimes
+        runtime = SUFFIX_RUNTIMES[path.suffix]
+        return Target(name=f"{path.parent.name}/{path.name} {runtime} cpu", path=path, runtime=runtime,
+                      pad_id=_pad_id(tok), model=path.stem, format=path.suffix[1:], file_bytes=folder_size(path))
     if path.is_dir() and (path / "bundle.json").is_file():
         if not DEPLOY_RUNTIME.is_file():
             raise EdgekdError(f"{path}: timing a bundle needs {DEPLOY_RUNTIME.name}, which ships with a source "
@@ -99,20 +105,22 @@ def target_for(path: Path) -> Target:
         weights = list(path.glob("*.safetensors"))
         return Target(name=f"{path.name} pytorch cpu", path=path, runtime="pytorch", pad_id=_pad_id(tok),
                       model=path.name, format="pytorch", file_bytes=sum(folder_size(w) for w in weights) or None)
-    raise EdgekdError(f"{path}: not an .onnx file, an .ort file (ONNX Runtime Mobile), a Hugging Face model folder "
-                      "(config.json) or an edgekd bundle (bundle.json)")
+    raise EdgekdError(f"{path}: not an .onnx file, an .ort file (ONNX Runtime Mobile), a .pte (ExecuTorch) or "
+                      ".tflite (LiteRT) file, a Hugging Face model folder (config.json) or an edgekd bundle "
+                      "(bundle.json)")
 
 
 def _positions(path: Path) -> int:
-    """Longest input the model's position table allows (config.json), or a large number if unknown."""
+    """Longest input the model's position table allows (config.json) and, for a .pte / .tflite file, the longest it
+    was exported for; a large number if unknown."""
     from types import SimpleNamespace
 
     from edgekd.preflight import usable_positions
 
+    own = max_input_length(path) if path.suffix in SUFFIX_RUNTIMES else None
     config = (path if path.is_dir() else path.parent) / "config.json"
-    if not config.is_file():
-        return 1 << 30
-    return usable_positions(SimpleNamespace(**_json(config))) or 1 << 30
+    table = usable_positions(SimpleNamespace(**_json(config))) if config.is_file() else None
+    return min(own or 1 << 30, table or 1 << 30)
 
 
 def _vocab_size(path: Path) -> int:

@@ -2,7 +2,8 @@
 
 Rows come from artifact metadata (type, role, runtime, precision), never from names: every PyTorch
 model on CPU (and the teacher on CUDA when there is one), every ONNX and ONNX Runtime Mobile (.ort)
-file on ONNX Runtime, and the deploy bundle end to end. Speed-ups are paired against the teacher on
+file on ONNX Runtime, ExecuTorch (.pte) and LiteRT (.tflite) files on their own runtimes (XNNPACK), and the
+deploy bundle end to end. Speed-ups are paired against the teacher on
 ONNX Runtime fp32 (the same runtime as the students) and against the teacher in PyTorch eager.
 """
 
@@ -63,6 +64,15 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
                 name=f"{name} onnxruntime cpu", path=art.path, runtime="onnxruntime", pad_id=art.pad_id,
                 model=model.name if model else art.source, role=art.role, format="ort", precision=art.precision,
                 file_bytes=folder_size(art.path),
+                parameters=_parameters(model.path) if model and model.type == "hf-model" else None))
+        elif art.type in ("pte", "tflite"):
+            # ExecuTorch / LiteRT files, converted from the PyTorch model (their source); runner by art.runtime.
+            model = artifacts.get(art.source)
+            extra = {k: art.meta[k] for k in ("delegate", "buckets") if k in art.meta}
+            targets.append(Target(
+                name=f"{name} {art.runtime} cpu", path=art.path, runtime=art.runtime, pad_id=art.pad_id,
+                model=art.source, role=art.role, format=art.type, precision=art.precision,
+                file_bytes=folder_size(art.path), extra=extra,
                 parameters=_parameters(model.path) if model and model.type == "hf-model" else None))
         elif art.type == "bundle" and cfg.bundle and not DEPLOY_RUNTIME.is_file():
             log.warning("no bundle row: %s is not installed (it ships with a source checkout of edgekd)",

@@ -3,7 +3,8 @@
 The orchestrator (edgekd.bench.core) starts one worker per model, loads them all, then drives
 them in turn, round by round, over the same inputs. A process per model makes peak RSS mean
 something (only that model is loaded) and keeps one runtime's thread pools away from the next.
-ONNX models and bundles run with numpy + onnxruntime only; torch is imported only for PyTorch.
+ONNX models and bundles run with numpy + onnxruntime only; torch is imported only for PyTorch (and ExecuTorch,
+whose runtime takes torch tensors); edgekd.bench.mobile_runners serves .pte and .tflite files.
 
 Protocol: one JSON command per line on stdin, one JSON reply per line on the original stdout
 (library chatter on stdout is sent to stderr, so it cannot corrupt a reply).
@@ -104,6 +105,15 @@ class BundleRunner:
 RUNNERS = {"onnxruntime": OrtRunner, "pytorch": TorchRunner, "bundle": BundleRunner}
 
 
+def runner_class(runtime: str) -> type:
+    """The runner of a target's runtime; ExecuTorch and LiteRT runners are imported only when asked for."""
+    if runtime in ("executorch", "litert"):
+        from edgekd.bench.mobile_runners import MOBILE_RUNNERS
+
+        return MOBILE_RUNNERS[runtime]
+    return RUNNERS[runtime]
+
+
 def _timed(runner, inputs: list, warmup: int = 0) -> list[float]:
     """Seconds per call of ``runner(x)`` for each ``x`` in ``inputs``, after ``warmup`` untimed calls."""
     for i in range(warmup):
@@ -121,7 +131,7 @@ def _timed(runner, inputs: list, warmup: int = 0) -> list[float]:
 class Worker:
     def __init__(self, cmd: dict):
         start = time.perf_counter()
-        self.runner = RUNNERS[cmd["target"]["runtime"]](cmd["target"])
+        self.runner = runner_class(cmd["target"]["runtime"])(cmd["target"])
         self.runner.set_threads(1)  # ONNX Runtime builds its session here: part of loading
         self.load_s = time.perf_counter() - start
         data = load_inputs(cmd["inputs"])

@@ -1,1 +1,2 @@
-"""Phone runtimes: ONNX Runtime Mobile (.ort) files made from the ONNX students, each gated on parity."""
+"""Phone runtimes, each file gated on parity: ONNX Runtime Mobile (.ort) from the ONNX students, ExecuTorch (.pte)
+and LiteRT (.tflite) from the PyTorch student."""

@@ -4,6 +4,9 @@ A file is declared as an output only when its argmax agrees often enough on the 
 the benchmark's) with the model it was converted from (``gate_against: source``, the default) or with the PyTorch
 model it descends from (``pytorch``); agreement with both is recorded. A file that cannot be converted or fails the gate
 is recorded in the metrics with ``"gate": "failed: ..."``, deleted, and the other files go on.
+
+Targets with ``source="pytorch"`` (ExecuTorch, LiteRT) convert the PyTorch model itself, once per precision, and are
+gated against it; their int8 calibration reads the first training texts (deterministic: no seed in the cache key).
 """
 
 import logging
@@ -18,7 +21,8 @@ from edgekd.artifacts import Artifact, folder_size
 from edgekd.data.tokenize import encode
 from edgekd.errors import AssetError, ConfigError
 from edgekd.metrics import accuracy
-from edgekd.mobile.config import MobileConfig, mobile_artifact
+from edgekd.mobile import executorch, litert
+from edgekd.mobile.config import MobileConfig, mobile_artifact, pytorch_artifact
 from edgekd.mobile.core import parity_gate
 from edgekd.mobile.ort import convert_to_ort, ort_file_logits
 from edgekd.models import load_tokenizer
@@ -30,18 +34,37 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MobileTarget:
-    """One phone runtime: how to write its file from an ONNX graph, and how to run that file on this machine."""
+    """One phone runtime: how to write its file (from an ONNX graph or the PyTorch model), how to run it here."""
 
-    convert: Callable  # (onnx_path, out_dir) -> result with .path, .seconds, .file_bytes, .extra_files
+    # source "onnx": (onnx_path, out_dir); "pytorch": (model_dir, out_dir, precision, calib_ids, max_length, pad_id);
+    # either returns a result with .path, .seconds, .file_bytes, .extra_files (and optionally .meta)
+    convert: Callable
     logits: Callable[[Path, list[list[int]], int], np.ndarray]  # (file, token ids, pad id) -> [N, classes]
-    type: str  # artifact type: the bench picks its runner from it, never from the name
+    type: str  # artifact type (and the file suffix of pytorch targets): the bench picks its runner from it
     runtime: str
+    source: str = "onnx"  # "onnx" | "pytorch" (edgekd.mobile.config.PYTORCH_TARGETS)
+    precisions: tuple[str, ...] = ()  # pytorch targets: one file per precision
+    require: Callable[[], None] | None = None  # raises the one-line ConfigError when its library is missing
+
+
+def _to_pte(model_dir, out_dir, precision, calib_ids, max_length, pad_id):
+    return executorch.export_pte(model_dir, out_dir, precision, calib_ids, max_length, pad_id=pad_id)
+
+
+def _to_tflite(model_dir, out_dir, precision, calib_ids, max_length, pad_id):
+    return litert.export_tflite(model_dir, out_dir, precision, max_length)  # dynamic int8: no calibration
 
 
 # One entry per MobileTargetName (edgekd/mobile/config.py).
 TARGETS: dict[str, MobileTarget] = {
     "ort": MobileTarget(convert_to_ort, ort_file_logits, type="ort", runtime="onnxruntime"),
+    "executorch": MobileTarget(_to_pte, executorch.pte_logits, type="pte", runtime="executorch", source="pytorch",
+                               precisions=("fp32", "int8"), require=executorch.require),
+    "litert": MobileTarget(_to_tflite, litert.tflite_logits, type="tflite", runtime="litert", source="pytorch",
+                           precisions=("fp32", "int8"), require=litert.require),
 }
+PRECISION_NAMES = {"fp32": "fp32", "int8": "int8-dynamic"}  # the artifact's precision field (int8: dynamic activations)
+CALIBRATION_TEXTS = 32
 
 
 def sources(cfg: MobileConfig, artifacts: dict[str, Artifact]) -> list[str]:
@@ -84,25 +107,69 @@ def _ship_tokenizer(ref: Artifact, tokenizer, folder: Path) -> None:
         shutil.copyfile(config, folder / "config.json")
 
 
+def pytorch_sources(cfg: MobileConfig, artifacts: dict[str, Artifact]) -> list[str]:
+    """The PyTorch models that pytorch targets convert: those the ONNX students (or ``models``) were exported from,
+    else (no ONNX student in the run) the newest PyTorch student."""
+    onnx = cfg.models if cfg.models is not None else [n for n, a in artifacts.items()
+                                                        if a.type == "onnx" and a.role == "student"]
+    names = list(dict.fromkeys(_pytorch_model(artifacts[n], artifacts).name for n in onnx))
+    if not names and cfg.models is None:
+        names = [n for n, a in artifacts.items() if a.type == "hf-model" and a.role == "student"][-1:]
+    if not names:
+        raise ConfigError("mobile: no PyTorch student (hf-model of role student) for the executorch / litert targets")
+    return names
+
+
+def _declare(ctx: StageContext, out_name: str, entry: dict, target: MobileTarget, result, logits: np.ndarray,
+             report: dict, ref: Artifact, tokenizer, **fields) -> None:
+    """Record the gate; declare the file with its tokenizer and config.json if it passed, else delete it."""
+    meta = getattr(result, "meta", {})
+    ctx.metrics[out_name] = entry = {**entry, "seconds": round(result.seconds, 2), "file_bytes": result.file_bytes,
+                                     **meta, **report}
+    if report["gate"] != "passed":
+        log.warning("%s: left out, parity gate %s", out_name, report["gate"])
+        shutil.rmtree(result.path.parent)  # nothing undeclared stays in the run to be shipped by mistake
+        return
+    entry["validation_accuracy"] = round(accuracy(logits.argmax(-1), np.asarray(ctx.splits.validation.labels)), 6)
+    log.info("%s: %.2f MB (from %.2f MB), agreement with PyTorch %.4f, max |Δlogit| %.1e vs PyTorch", out_name,
+             result.file_bytes / 1e6, entry["source_bytes"] / 1e6, report["agreement_vs_pytorch"],
+             report["max_abs_diff_vs_pytorch"])
+    _ship_tokenizer(ref, tokenizer, result.path.parent)
+    # Extra files are named relative to the model file's folder (required_operators.config sits beside it).
+    extra = {key: str(path.relative_to(result.path.parent)) for key, path in result.extra_files.items()}
+    parity = {k: report[k] for k in ("agreement_vs_pytorch", "max_abs_diff_vs_onnx", "max_abs_diff_vs_pytorch")
+              if k in report}
+    ctx.add_output(out_name, target.type, f"{out_name}/{result.path.name}", precision=entry["precision"],
+                   runtime=target.runtime, tokenizer=out_name, **fields, **extra, **meta, **parity,
+                   validation_accuracy=entry["validation_accuracy"])
+
+
 def run(cfg: MobileConfig, ctx: StageContext) -> None:
     splits = ctx.splits
-    names = sources(cfg, ctx.artifacts)
+    from_onnx = [t for t in cfg.targets if TARGETS[t].source == "onnx"]
+    from_pytorch = [t for t in cfg.targets if TARGETS[t].source == "pytorch"]
+    for name in from_pytorch:  # a missing library is a one-line error before anything is converted
+        TARGETS[name].require()
     encoded: dict[Path, list[list[int]]] = {}  # validation ids per tokenizer folder
     references: dict[tuple[str, Path], np.ndarray] = {}  # PyTorch logits per (hf-model, tokenizer)
-    for name in names:
+
+    def validation(ref: Artifact, tokenizer_dir: Path, tokenizer, pad_id: int) -> tuple[list[list[int]], np.ndarray]:
+        if tokenizer_dir not in encoded:  # validation only: the test split is read once, by the benchmark
+            encoded[tokenizer_dir] = encode(tokenizer, splits.validation.texts, ctx.max_length)
+        ids = encoded[tokenizer_dir]
+        if (ref.name, tokenizer_dir) not in references:
+            references[(ref.name, tokenizer_dir)] = _pytorch_logits(ref.path, ids, pad_id)
+        return ids, references[(ref.name, tokenizer_dir)]
+
+    for name in sources(cfg, ctx.artifacts) if from_onnx else []:
         src = ctx.artifact(name)
         ref = _pytorch_model(src, ctx.artifacts)
         tokenizer = load_tokenizer(str(src.tokenizer))
-        if src.tokenizer not in encoded:  # validation only: the test split is read once, by the benchmark
-            encoded[src.tokenizer] = encode(tokenizer, splits.validation.texts, ctx.max_length)
-        ids = encoded[src.tokenizer]
-        if (ref.name, src.tokenizer) not in references:
-            references[(ref.name, src.tokenizer)] = _pytorch_logits(ref.path, ids, src.pad_id)
-        pytorch = references[(ref.name, src.tokenizer)]
+        ids, pytorch = validation(ref, src.tokenizer, tokenizer, src.pad_id)
         source = ort_logits(make_session(src.path), ids, src.pad_id)
         precision = src.precision or "fp32"
         min_agreement = cfg.min_agreement_fp32 if precision == "fp32" else cfg.min_agreement_int8
-        for target_name in cfg.targets:
+        for target_name in from_onnx:
             target, out_name = TARGETS[target_name], mobile_artifact(name, target_name)
             folder = ctx.out / out_name
             entry = {"source": name, "pytorch": ref.name, "target": target_name, "precision": precision,
@@ -116,24 +183,36 @@ def run(cfg: MobileConfig, ctx: StageContext) -> None:
                 continue
             logits = target.logits(result.path, ids, src.pad_id)
             report = parity_gate(logits, source, pytorch, min_agreement, cfg.gate_against)
-            ctx.metrics[out_name] = entry = {**entry, "seconds": round(result.seconds, 2),
-                                             "file_bytes": result.file_bytes, **report}
-            if report["gate"] != "passed":
-                log.warning("%s: left out, parity gate %s", out_name, report["gate"])
-                shutil.rmtree(folder)  # nothing undeclared stays in the run to be shipped by mistake
-                continue
-            entry["validation_accuracy"] = round(accuracy(logits.argmax(-1), np.asarray(splits.validation.labels)), 6)
-            log.info("%s: %.2f MB (.onnx %.2f MB), agreement with PyTorch %.4f, max |Δlogit| %.1e vs .onnx, "
-                     "%.1e vs PyTorch", out_name, result.file_bytes / 1e6, entry["source_bytes"] / 1e6,
-                     report["agreement_vs_pytorch"], report["max_abs_diff_vs_onnx"], report["max_abs_diff_vs_pytorch"])
-            _ship_tokenizer(ref, tokenizer, folder)
-            # Extra files are named relative to the model file's folder (required_operators.config sits beside it).
-            extra = {key: str(path.relative_to(result.path.parent)) for key, path in result.extra_files.items()}
-            ctx.add_output(out_name, target.type, f"{out_name}/{result.path.name}", role=src.role, source=name,
-                           precision=precision, runtime=target.runtime, tokenizer=out_name, pad_id=src.pad_id,
-                           task=src.task, **extra, agreement_vs_pytorch=report["agreement_vs_pytorch"],
-                           max_abs_diff_vs_onnx=report["max_abs_diff_vs_onnx"],
-                           max_abs_diff_vs_pytorch=report["max_abs_diff_vs_pytorch"],
-                           validation_accuracy=entry["validation_accuracy"])
+            _declare(ctx, out_name, entry, target, result, logits, report, ref, tokenizer, role=src.role,
+                     source=name, pad_id=src.pad_id, task=src.task)
+
+    for ref_name in pytorch_sources(cfg, ctx.artifacts) if from_pytorch else []:
+        ref = ctx.artifact(ref_name)
+        tokenizer = load_tokenizer(str(ref.tokenizer or ref.path))
+        pad_id = ref.pad_id if ref.pad_id is not None else tokenizer.pad_token_id
+        ids, pytorch = validation(ref, ref.tokenizer or ref.path, tokenizer, pad_id)
+        calib = encode(tokenizer, list(splits.train.texts[:CALIBRATION_TEXTS]), ctx.max_length)
+        for target_name in from_pytorch:
+            target = TARGETS[target_name]
+            for precision in target.precisions:
+                out_name = pytorch_artifact(ref_name, target.type, precision)
+                folder = ctx.out / out_name
+                entry = {"source": ref_name, "pytorch": ref_name, "target": target_name,
+                         "precision": PRECISION_NAMES[precision],
+                         "source_bytes": folder_size(ref.path / "model.safetensors")}
+                try:
+                    result = target.convert(ref.path, folder, precision, calib, ctx.max_length, pad_id)
+                except AssetError as exc:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    ctx.metrics[out_name] = {**entry, "gate": f"failed: {exc}"}
+                    log.warning("%s: not written: %s", out_name, exc)
+                    continue
+                logits = target.logits(result.path, ids, pad_id)
+                min_agreement = cfg.min_agreement_fp32 if precision == "fp32" else cfg.min_agreement_int8
+                # its source is the PyTorch model: the ONNX columns of the report would repeat the PyTorch ones
+                report = {k: v for k, v in parity_gate(logits, pytorch, pytorch, min_agreement, "pytorch").items()
+                          if not k.endswith("_vs_onnx")}
+                _declare(ctx, out_name, entry, target, result, logits, report, ref, tokenizer, role=ref.role,
+                         source=ref_name, pad_id=pad_id, task=ref.task)
     if not any(a.type in {t.type for t in TARGETS.values()} for a in ctx.outputs.values()):
         log.warning("mobile: no file passed its parity gate; see this stage's metrics")

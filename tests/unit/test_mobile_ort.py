@@ -236,6 +236,9 @@ def test_config_errors_name_the_field():
                                        {"kind": "mobile", "models": ["teacher.onnx"]}]})
     assert ok.stages[-1].provides() == ["teacher.ort"]
     assert set(get_args(MobileTargetName)) == set(mobile_stage.TARGETS)  # one table entry per allowed target
+    # the cache key covers the converters of the chosen targets only (an .ort-only run keeps its key)
+    assert MobileConfig().key_extras() == ((), ())
+    assert "executorch" in MobileConfig(targets=["ort", "executorch"]).key_extras()[1]
 
 
 def test_bench_stage_plans_ort_rows_from_the_artifact_type(tiny, tmp_path):
