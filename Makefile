@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make demo   installs edgekd in .venv and runs the default pipeline end to end
 #   make test   runs the test suite on both tested installs:
-#                 test-pinned  .venv, the pinned dependencies (transformers 4.57, optimum's ONNX exporter)
+#                 test-pinned  .venv, the pinned dependencies (transformers 4.57, optimum's ONNX exporter) plus
+#                              the phone runtimes ExecuTorch and LiteRT (install-mobile), so their tests run
 #                 test-tf5     .venv-tf5, transformers 5 without optimum (optimum-onnx caps transformers
 #                              below 4.58), so export goes through torch.onnx; ci/tf5-requirements.txt
 PYTHON ?= python3
@@ -11,7 +12,7 @@ TF5_VENV ?= .venv-tf5
 TF5_BIN := $(TF5_VENV)/bin
 PIPELINE ?= pipelines/minilm-rotten-tomatoes.yaml
 
-.PHONY: install install-tf5 demo test test-pinned test-tf5 test-slow bench clean
+.PHONY: install install-mobile install-tf5 demo test test-pinned test-tf5 test-slow bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +26,14 @@ demo: install
 
 test: test-pinned test-tf5
 
-test-pinned: install
+# Two steps: one resolve of both extras fails on typing-extensions (executorch's coremltools wants >= 4.14 through
+# cattrs, only for Core ML; litert-torch's converter wants < 4.13). The second step keeps edgekd's pins, which
+# litert-torch would otherwise move (it pulls transformers 5); pip then names the cattrs mismatch and goes on.
+install-mobile: install
+	$(BIN)/python -m pip install --quiet -e ".[executorch]"
+	$(BIN)/python -m pip install --quiet -e ".[litert]" "transformers==4.57.6" "tokenizers<0.23"
+
+test-pinned: install-mobile
 	$(BIN)/python -m pytest -q
 
 $(TF5_BIN)/python:

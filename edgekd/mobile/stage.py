@@ -6,7 +6,7 @@ model it descends from (``pytorch``); agreement with both is recorded. A file th
 is recorded in the metrics with ``"gate": "failed: ..."``, deleted, and the other files go on.
 
 Targets with ``source="pytorch"`` (ExecuTorch, LiteRT) convert the PyTorch model itself, once per precision, and are
-gated against it; their int8 calibration reads the first training texts (deterministic: no seed in the cache key).
+gated against it; one whose library is not installed is skipped with a warning naming the extra to install; their int8 calibration reads the first training texts (deterministic: no seed in the cache key).
 """
 
 import logging
@@ -148,8 +148,13 @@ def run(cfg: MobileConfig, ctx: StageContext) -> None:
     splits = ctx.splits
     from_onnx = [t for t in cfg.targets if TARGETS[t].source == "onnx"]
     from_pytorch = [t for t in cfg.targets if TARGETS[t].source == "pytorch"]
-    for name in from_pytorch:  # a missing library is a one-line error before anything is converted
-        TARGETS[name].require()
+    for name in list(from_pytorch):  # a target whose library is missing is skipped, named with its extra
+        try:
+            TARGETS[name].require()
+        except ConfigError as exc:
+            log.warning("mobile: target %s skipped: %s", name, exc)
+            ctx.metrics[name] = {"target": name, "gate": f"skipped: {exc}"}
+            from_pytorch.remove(name)
     encoded: dict[Path, list[list[int]]] = {}  # validation ids per tokenizer folder
     references: dict[tuple[str, Path], np.ndarray] = {}  # PyTorch logits per (hf-model, tokenizer)
 
