@@ -3,14 +3,12 @@ through the real worker, and the one-line error when executorch is missing."""
 
 import builtins
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 
 pytest.importorskip("executorch.exir")
 
-from edgekd.artifacts import Artifact  # noqa: E402
 from edgekd.bench.cli import _positions, target_for  # noqa: E402
 from edgekd.bench.config import BenchConfig  # noqa: E402
 from edgekd.bench.core import run_benchmark  # noqa: E402
@@ -20,8 +18,8 @@ from edgekd.errors import ConfigError, DataError  # noqa: E402
 from edgekd.mobile import executorch as et  # noqa: E402
 from edgekd.mobile import stage as mobile_stage  # noqa: E402
 from edgekd.mobile.config import MobileConfig  # noqa: E402
-from edgekd.stage_context import StageContext  # noqa: E402
 from tests.conftest import build_tokenizer, make_texts, make_tiny_model_dir  # noqa: E402
+from tests.unit.mobile_context import pytorch_student_context  # noqa: E402
 
 MAX = 32
 
@@ -68,27 +66,12 @@ def test_one_pte_file_takes_every_length_up_to_its_maximum(tiny):
         model(list(range(7, 40)))
 
 
-def _context(hf, pad, tmp_path):
-    """A run with the PyTorch student only; validation labels are its own predictions."""
-    tok = build_tokenizer(tmp_path / "tok")
-    texts = [t for t, _ in make_texts(48, seed=11)]
-    labels = mobile_stage._pytorch_logits(hf, tok(texts, truncation=True, max_length=MAX)["input_ids"],
-                                          pad).argmax(-1).tolist()
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "labels.json").write_text(json.dumps(["fresh", "rotten"]))
-    for name in ("train", "validation", "test"):
-        (data / f"{name}.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
-                                                    for t, y in zip(texts, labels)))
-    arts = {"student": Artifact("student", "hf-model", hf, role="student", tokenizer=hf, pad_id=pad,
-                                task="text-classification")}
-    return StageContext(settings={"max_length": MAX}, out=tmp_path / "out", data_dir=data, artifacts=arts)
 
 
 @pytest.mark.slow
 def test_stage_declares_pte_files_and_a_bench_row_runs_them(tiny, tmp_path, monkeypatch):
     hf, _, _, pad, _ = tiny
-    ctx = _context(hf, pad, tmp_path)
+    ctx = pytorch_student_context(hf, pad, tmp_path, MAX)
     mobile_stage.run(MobileConfig(targets=["executorch"]), ctx)  # no ONNX in the run: the PyTorch student
     assert set(ctx.outputs) == {"student.pte", "student.int8.pte"}
     for name, art in ctx.outputs.items():
@@ -121,7 +104,7 @@ def test_stage_declares_pte_files_and_a_bench_row_runs_them(tiny, tmp_path, monk
     wrong = dataclasses.replace(real, precisions=("fp32",),
                                 convert=lambda model_dir, *a: real.convert(other, *a))
     monkeypatch.setitem(mobile_stage.TARGETS, "executorch", wrong)
-    ctx = _context(hf, pad, tmp_path / "corrupt")
+    ctx = pytorch_student_context(hf, pad, tmp_path / "corrupt", MAX)
     mobile_stage.run(MobileConfig(targets=["executorch"]), ctx)
     assert ctx.metrics["student.pte"]["gate"].startswith("failed: argmax agreement with PyTorch")
     assert not ctx.outputs and not (ctx.out / "student.pte").exists()
@@ -154,7 +137,7 @@ def test_missing_executorch_is_one_line_naming_the_extra(tiny, tmp_path, monkeyp
         et.export_pte(tiny[0], tmp_path / "x", "fp32", [], MAX)
     assert str(info.value) == ('the executorch target needs executorch (not installed); install it with '
                                'pip install "edgekd[executorch]"')
-    ctx = _context(tiny[0], tiny[3], tmp_path)
+    ctx = pytorch_student_context(tiny[0], tiny[3], tmp_path, MAX)
     mobile_stage.run(MobileConfig(targets=["executorch"]), ctx)  # the stage skips it, naming the extra
     assert ctx.metrics["executorch"]["gate"].startswith("skipped: the executorch target needs executorch")
     assert 'pip install "edgekd[executorch]"' in MobileConfig.summary(ctx.metrics)

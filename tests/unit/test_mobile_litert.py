@@ -3,7 +3,6 @@ gate, a bench row through the real worker, and the one-line error when LiteRT is
 
 import builtins
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import pytest
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-from edgekd.artifacts import Artifact  # noqa: E402
 from edgekd.bench.cli import _positions, target_for  # noqa: E402
 from edgekd.bench.config import BenchConfig  # noqa: E402
 from edgekd.bench.core import run_benchmark  # noqa: E402
@@ -21,8 +19,8 @@ from edgekd.errors import ConfigError, DataError  # noqa: E402
 from edgekd.mobile import litert  # noqa: E402
 from edgekd.mobile import stage as mobile_stage  # noqa: E402
 from edgekd.mobile.config import MobileConfig  # noqa: E402
-from edgekd.stage_context import StageContext  # noqa: E402
 from tests.conftest import build_tokenizer, make_texts, make_tiny_model_dir  # noqa: E402
+from tests.unit.mobile_context import pytorch_student_context  # noqa: E402
 
 MAX = 40
 BUCKETS = (16, 32, 64)  # -> 16, 32, 40: the bucket above max_length is dropped, max_length is the last
@@ -72,26 +70,11 @@ def test_every_bucket_gives_the_unpadded_logits(tiny):
         model(list(range(7, 48)))
 
 
-def _context(hf, pad, tmp_path):
-    """A run with the PyTorch student only; validation labels are its own predictions."""
-    tok = build_tokenizer(tmp_path / "tok")
-    texts = [t for t, _ in make_texts(48, seed=11)]
-    labels = mobile_stage._pytorch_logits(hf, tok(texts, truncation=True, max_length=MAX)["input_ids"],
-                                          pad).argmax(-1).tolist()
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "labels.json").write_text(json.dumps(["fresh", "rotten"]))
-    for name in ("train", "validation", "test"):
-        (data / f"{name}.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
-                                                    for t, y in zip(texts, labels)))
-    arts = {"student": Artifact("student", "hf-model", hf, role="student", tokenizer=hf, pad_id=pad,
-                                task="text-classification")}
-    return StageContext(settings={"max_length": MAX}, out=tmp_path / "out", data_dir=data, artifacts=arts)
 
 
 def test_stage_declares_tflite_files_and_a_bench_row_runs_them(tiny, tmp_path, monkeypatch):
     hf, _, _, pad, _ = tiny
-    ctx = _context(hf, pad, tmp_path)
+    ctx = pytorch_student_context(hf, pad, tmp_path, MAX)
     mobile_stage.run(MobileConfig(targets=["litert"]), ctx)  # no ONNX in the run: the PyTorch student
     assert set(ctx.outputs) == {"student.tflite", "student.int8.tflite"}
     for name, art in ctx.outputs.items():
@@ -117,7 +100,7 @@ def test_stage_declares_tflite_files_and_a_bench_row_runs_them(tiny, tmp_path, m
     real = mobile_stage.TARGETS["litert"]
     wrong = dataclasses.replace(real, precisions=("fp32",), convert=lambda model_dir, *a: real.convert(other, *a))
     monkeypatch.setitem(mobile_stage.TARGETS, "litert", wrong)
-    ctx = _context(hf, pad, tmp_path / "corrupt")
+    ctx = pytorch_student_context(hf, pad, tmp_path / "corrupt", MAX)
     mobile_stage.run(MobileConfig(targets=["litert"]), ctx)
     assert ctx.metrics["student.tflite"]["gate"].startswith("failed: argmax agreement with PyTorch")
     assert not ctx.outputs and not (ctx.out / "student.tflite").exists()
@@ -152,7 +135,7 @@ def test_missing_litert_is_one_line_naming_the_extra(tiny, tmp_path, monkeypatch
                                'pip install "edgekd[litert]"')
     with pytest.raises(ConfigError, match=r"edgekd\[litert\]"):  # the bench runner too
         litert.TfliteModel(tiny[4]["fp32"].path, 0)
-    ctx = _context(tiny[0], tiny[3], tmp_path)
+    ctx = pytorch_student_context(tiny[0], tiny[3], tmp_path, MAX)
     mobile_stage.run(MobileConfig(targets=["litert"]), ctx)  # the stage skips it, naming the extra
     assert ctx.metrics["litert"]["gate"].startswith("skipped: the litert target needs ai_edge_litert")
     assert 'pip install "edgekd[litert]"' in MobileConfig.summary(ctx.metrics)
