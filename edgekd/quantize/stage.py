@@ -12,7 +12,7 @@ from edgekd.models import load_tokenizer
 from edgekd.quantize.config import QuantizeConfig
 from edgekd.quantize.core import (best_calibration, compare_calibrations, make_quantizer, onnx_predictions,
                                   quantizable_nodes)
-from edgekd.quantize.int4_embeddings import with_int4_embeddings
+from edgekd.quantize.int4_embeddings import has_int4_table, with_int4_embeddings
 from edgekd.quantize.guard import guarded_quantize
 from edgekd.stage_context import StageContext
 
@@ -53,7 +53,6 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> None:
                 graph, quantize = make_quantizer(src.path, Path(tmp) / method, mode, cfg.preset, method, calib, pad)
                 if cfg.embedding_bits == 4:
                     quantize = with_int4_embeddings(graph, quantize)
-                    extra["embedding_bits"] = 4
                 if cfg.guard is None:
                     result = quantize(dst)
                     seconds = result.seconds
@@ -62,6 +61,10 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> None:
                                               val_labels, pad, cfg.guard)
                     extra["guard"] = dataclasses.asdict(report)
                     seconds = report.seconds
+            # What the file holds, not what was asked: the guard may have kept the word table in float.
+            bits = 4 if cfg.embedding_bits == 4 and has_int4_table(dst) else 8
+            if bits == 4:
+                extra["embedding_bits"] = 4
             tokenizer.save_pretrained(folder)  # each model file travels with its tokenizer
             metrics = {k: round(v, 6) for k, v in classification_metrics(
                 onnx_predictions(dst, val_ids, pad), val_labels, n_classes).items()}
@@ -73,4 +76,4 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> None:
             ctx.add_output(f"{name}.int8-{mode}.onnx", "onnx", f"{name}.int8-{mode}/model.onnx", role=src.role,
                            source=name, precision=f"int8-{mode}", runtime="onnxruntime",
                            tokenizer=f"{name}.int8-{mode}", pad_id=pad, task=src.task, preset=cfg.preset,
-                           validation_accuracy=metrics["accuracy"], embedding_bits=cfg.embedding_bits)
+                           validation_accuracy=metrics["accuracy"], embedding_bits=bits)

@@ -15,7 +15,7 @@ from edgekd.ort import make_session, ort_logits
 from edgekd.quantize import stage as quantize_stage
 from edgekd.quantize.config import QuantizeConfig
 from edgekd.quantize.core import make_quantizer
-from edgekd.quantize.int4_embeddings import int4_blocks, with_int4_embeddings, word_embedding_gather
+from edgekd.quantize.int4_embeddings import has_int4_table, int4_blocks, with_int4_embeddings, word_embedding_gather
 from edgekd.stage_context import StageContext
 from tests.conftest import build_tokenizer, make_texts, make_tiny_model_dir
 from tests.unit.test_quantize_guard import _write_splits
@@ -52,6 +52,7 @@ def test_only_the_word_table_becomes_4_bit_blocks(tiny, tmp_path, mode):
     int8 = quantize(tmp_path / "int8.onnx", []).path
     int4 = with_int4_embeddings(graph, quantize)(tmp_path / "int4.onnx", []).path
     g, inits = _ops(int4)
+    assert has_int4_table(int4) and not has_int4_table(int8)
     blocked = [n for n in g.node if n.op_type == "GatherBlockQuantized"]
     assert len(blocked) == 1 and blocked[0].input[1] == "input_ids"
     # [vocab, hidden] as 4-bit pairs: hidden 64 in 2 blocks of 32, one scale per block
@@ -85,6 +86,30 @@ def _restore(packed, scales, block=32):
     return nibbles * np.repeat(scales, block, axis=1)
 
 
+def test_onnx_runtime_reads_the_blocks_exactly_as_written():
+    """One GatherBlockQuantized node in ONNX Runtime against our own unpacking: same nibble order, zero point, scales."""
+    from onnx import TensorProto, helper
+
+    table = np.random.default_rng(0).normal(size=(50, 64)).astype(np.float32)
+    packed, scales = int4_blocks(table)
+    node = helper.make_node("GatherBlockQuantized", ["q", "ids", "s"], ["out"], domain="com.microsoft", gather_axis=0,
+                            quantize_axis=1, block_size=32, bits=4)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, None])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(packed, "q"), numpy_helper.from_array(scales, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    out = make_session_from_bytes(model.SerializeToString()).run(None, {"ids": np.arange(50)[None]})[0][0]
+    assert np.abs(out - _restore(packed, scales)).max() == 0.0
+    assert np.sqrt(((out - table) ** 2).mean() / (table ** 2).mean()) < 0.12  # and it is the table, nibbles in order
+
+
+def make_session_from_bytes(model_bytes: bytes):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+
+
 def test_searched_scales_clip_an_outlier_when_that_lowers_the_error():
     rng = np.random.default_rng(0)
     table = rng.normal(size=(64, 64)).astype(np.float32)
@@ -103,6 +128,7 @@ def test_excluding_the_word_table_keeps_it_float(tiny, tmp_path):
     g, inits = _ops(path)
     node = next(n for n in g.node if n.name == WORD)
     assert node.op_type == "Gather" and np.array_equal(numpy_helper.to_array(inits[node.input[0]]), table)
+    assert not has_int4_table(path)  # so the quantize stage records embedding_bits 8 for this file
     assert not any(n.op_type == "GatherBlockQuantized" for n in g.node)
 
 
