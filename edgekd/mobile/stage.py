@@ -6,7 +6,9 @@ model it descends from (``pytorch``); agreement with both is recorded. A file th
 is recorded in the metrics with ``"gate": "failed: ..."``, deleted, and the other files go on.
 
 Targets with ``source="pytorch"`` (ExecuTorch, LiteRT) convert the PyTorch model itself, once per precision, and are
-gated against it; one whose library is not installed is skipped with a warning naming the extra to install; their int8 calibration reads the first training texts (deterministic: no seed in the cache key).
+gated against it; one whose library is not installed is skipped with a warning naming the extra to install.
+ExecuTorch's int8 preparation runs the first training texts through its observers (deterministic: no seed in the
+cache key); with dynamic activations only the weights' ranges matter. LiteRT's dynamic int8 needs no texts.
 """
 
 import logging
@@ -120,6 +122,13 @@ def pytorch_sources(cfg: MobileConfig, artifacts: dict[str, Artifact]) -> list[s
     return names
 
 
+def _drop(ctx: StageContext, out_name: str, entry: dict, folder: Path, exc: Exception) -> None:
+    """Record and delete a converted file that fails to run; the other files go on."""
+    shutil.rmtree(folder, ignore_errors=True)
+    ctx.metrics[out_name] = {**entry, "gate": f"failed: does not run: {str(exc).strip().splitlines()[0][:300]}"}
+    log.warning("%s: left out, it does not run: %s", out_name, exc)
+
+
 def _declare(ctx: StageContext, out_name: str, entry: dict, target: MobileTarget, result, logits: np.ndarray,
              report: dict, ref: Artifact, tokenizer, **fields) -> None:
     """Record the gate; declare the file with its tokenizer and config.json if it passed, else delete it."""
@@ -186,7 +195,11 @@ def run(cfg: MobileConfig, ctx: StageContext) -> None:
                 ctx.metrics[out_name] = {**entry, "gate": f"failed: {exc}"}
                 log.warning("%s: not written: %s", out_name, exc)
                 continue
-            logits = target.logits(result.path, ids, src.pad_id)
+            try:
+                logits = target.logits(result.path, ids, src.pad_id)
+            except Exception as exc:  # a file that converts but does not run is left out like a failing one
+                _drop(ctx, out_name, entry, folder, exc)
+                continue
             report = parity_gate(logits, source, pytorch, min_agreement, cfg.gate_against)
             _declare(ctx, out_name, entry, target, result, logits, report, ref, tokenizer, role=src.role,
                      source=name, pad_id=src.pad_id, task=src.task)
@@ -212,7 +225,11 @@ def run(cfg: MobileConfig, ctx: StageContext) -> None:
                     ctx.metrics[out_name] = {**entry, "gate": f"failed: {exc}"}
                     log.warning("%s: not written: %s", out_name, exc)
                     continue
-                logits = target.logits(result.path, ids, pad_id)
+                try:
+                    logits = target.logits(result.path, ids, pad_id)
+                except Exception as exc:
+                    _drop(ctx, out_name, entry, folder, exc)
+                    continue
                 min_agreement = cfg.min_agreement_fp32 if precision == "fp32" else cfg.min_agreement_int8
                 # its source is the PyTorch model: the ONNX columns of the report would repeat the PyTorch ones
                 report = {k: v for k, v in parity_gate(logits, pytorch, pytorch, min_agreement, "pytorch").items()
