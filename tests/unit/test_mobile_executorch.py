@@ -68,7 +68,6 @@ def test_one_pte_file_takes_every_length_up_to_its_maximum(tiny):
 
 
 
-@pytest.mark.slow
 def test_stage_declares_pte_files_and_a_bench_row_runs_them(tiny, tmp_path, monkeypatch):
     hf, _, _, pad, _ = tiny
     ctx = pytorch_student_context(hf, pad, tmp_path, MAX)
