@@ -26,6 +26,7 @@ hidden-state / contrastive terms) are refused under FSDP; a frozen distillation 
 rank (inference needs a quarter of training's memory, less in bf16).
 """
 
+import atexit
 import copy
 import hashlib
 import itertools
@@ -109,11 +110,19 @@ def init_from_env(device: torch.device | None = None) -> DistInfo:
     if not dist.is_initialized():
         # Both backends on a GPU host: NCCL for CUDA tensors, gloo for a stage that trains on the CPU.
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
+        # Leave the group before the interpreter exits: gloo's threads still running at exit abort the process
+        # now and then ("terminate called without an active exception", exit code -6) after the work is done.
+        atexit.register(_leave_process_group)
         log.info("rank %d/%d joined the %s process group", info.rank, info.world_size, dist.get_backend())
     elif dist.get_world_size() != info.world_size:
         raise ConfigError(f"a process group of {dist.get_world_size()} ranks is already initialised but "
                           f"WORLD_SIZE={info.world_size}")
     return info
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
