@@ -122,11 +122,23 @@ def pytorch_sources(cfg: MobileConfig, artifacts: dict[str, Artifact]) -> list[s
     return names
 
 
-def _drop(ctx: StageContext, out_name: str, entry: dict, folder: Path, exc: Exception) -> None:
-    """Record and delete a converted file that fails to run; the other files go on."""
+def _convert_and_run(ctx: StageContext, out_name: str, entry: dict, folder: Path, convert: Callable,
+                     logits: Callable[[Path], np.ndarray]) -> tuple[object, np.ndarray] | None:
+    """(result, validation logits [N, classes]) of a freshly converted file; None when it cannot be converted or does
+    not run: that file is recorded as failed and deleted, and the caller goes on with the others."""
+    try:
+        result = convert()
+    except AssetError as exc:
+        why = f"failed: {exc}"
+    else:
+        try:
+            return result, logits(result.path)
+        except Exception as exc:  # converts but does not run: left out like a file failing its gate
+            why = f"failed: does not run: {str(exc).strip().splitlines()[0][:300]}"
     shutil.rmtree(folder, ignore_errors=True)
-    ctx.metrics[out_name] = {**entry, "gate": f"failed: does not run: {str(exc).strip().splitlines()[0][:300]}"}
-    log.warning("%s: left out, it does not run: %s", out_name, exc)
+    ctx.metrics[out_name] = {**entry, "gate": why}
+    log.warning("%s: left out: %s", out_name, why)
+    return None
 
 
 def _declare(ctx: StageContext, out_name: str, entry: dict, target: MobileTarget, result, logits: np.ndarray,
@@ -188,18 +200,11 @@ def run(cfg: MobileConfig, ctx: StageContext) -> None:
             folder = ctx.out / out_name
             entry = {"source": name, "pytorch": ref.name, "target": target_name, "precision": precision,
                      "source_bytes": folder_size(src.path)}
-            try:
-                result = target.convert(src.path, folder)
-            except AssetError as exc:
-                shutil.rmtree(folder, ignore_errors=True)
-                ctx.metrics[out_name] = {**entry, "gate": f"failed: {exc}"}
-                log.warning("%s: not written: %s", out_name, exc)
+            made = _convert_and_run(ctx, out_name, entry, folder, lambda: target.convert(src.path, folder),
+                                    lambda path: target.logits(path, ids, src.pad_id))
+            if made is None:
                 continue
-            try:
-                logits = target.logits(result.path, ids, src.pad_id)
-            except Exception as exc:  # a file that converts but does not run is left out like a failing one
-                _drop(ctx, out_name, entry, folder, exc)
-                continue
+            result, logits = made
             report = parity_gate(logits, source, pytorch, min_agreement, cfg.gate_against)
             _declare(ctx, out_name, entry, target, result, logits, report, ref, tokenizer, role=src.role,
                      source=name, pad_id=src.pad_id, task=src.task)
@@ -218,18 +223,13 @@ def run(cfg: MobileConfig, ctx: StageContext) -> None:
                 entry = {"source": ref_name, "pytorch": ref_name, "target": target_name,
                          "precision": PRECISION_NAMES[precision],
                          "source_bytes": folder_size(ref.path / "model.safetensors")}
-                try:
-                    result = target.convert(ref.path, folder, precision, calib, ctx.max_length, pad_id)
-                except AssetError as exc:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    ctx.metrics[out_name] = {**entry, "gate": f"failed: {exc}"}
-                    log.warning("%s: not written: %s", out_name, exc)
+                made = _convert_and_run(
+                    ctx, out_name, entry, folder,
+                    lambda: target.convert(ref.path, folder, precision, calib, ctx.max_length, pad_id),
+                    lambda path: target.logits(path, ids, pad_id))
+                if made is None:
                     continue
-                try:
-                    logits = target.logits(result.path, ids, pad_id)
-                except Exception as exc:
-                    _drop(ctx, out_name, entry, folder, exc)
-                    continue
+                result, logits = made
                 min_agreement = cfg.min_agreement_fp32 if precision == "fp32" else cfg.min_agreement_int8
                 # its source is the PyTorch model: the ONNX columns of the report would repeat the PyTorch ones
                 report = {k: v for k, v in parity_gate(logits, pytorch, pytorch, min_agreement, "pytorch").items()
