@@ -208,15 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.debug, args.quiet)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "bench": _cmd_bench, "report": _cmd_report}
     try:
-        return commands[args.command](args)
+        code = commands[args.command](args)
     except EdgekdError as exc:
         if args.debug:
             raise
         print(f"edgekd: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("edgekd: interrupted; finished stages are kept, run the same command to resume", file=sys.stderr)
-        return 130
+        code = 130
+    if "torch.distributed" in sys.modules:  # a torchrun worker that joined a process group ends here
+        from edgekd.distributed import end_process
+
+        end_process(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import itertools
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -110,8 +111,7 @@ def init_from_env(device: torch.device | None = None) -> DistInfo:
     if not dist.is_initialized():
         # Both backends on a GPU host: NCCL for CUDA tensors, gloo for a stage that trains on the CPU.
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
-        # Leave the group before the interpreter exits: gloo's threads still running at exit abort the process
-        # now and then ("terminate called without an active exception", exit code -6) after the work is done.
+        # Leave the group before the interpreter exits (see end_process for why that alone is not enough).
         atexit.register(_leave_process_group)
         log.info("rank %d/%d joined the %s process group", info.rank, info.world_size, dist.get_backend())
     elif dist.get_world_size() != info.world_size:
@@ -123,6 +123,25 @@ def init_from_env(device: torch.device | None = None) -> DistInfo:
 def _leave_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> None:
+    """End a launcher's worker process once its work is done: exit handlers, flushed streams, then ``os._exit``.
+
+    Why not a plain exit: DDP's reducer and FSDP's device mesh hold references to gloo process groups, so
+    destroy_process_group() only unregisters them; the C++ groups and their worker threads are then freed during
+    interpreter finalisation, which now and then aborts a rank that has finished and written everything
+    ("terminate called without an active exception", exit code -6), and the launcher reports the run failed.
+    Python's exit handlers still run first (leaving the group, removing temporary folders); only the C++ teardown
+    after them is skipped. Without a process group (one plain process) this returns and the caller exits normally.
+    """
+    if not dist.is_initialized():
+        return
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:

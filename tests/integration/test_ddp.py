@@ -267,4 +267,28 @@ def test_launcher_variables(monkeypatch):
 
 
 if __name__ == "__main__":  # a torchrun worker (see test_two_gloo_ranks_train_like_one_process)
+    from edgekd.distributed import end_process
+
     _worker(Path(sys.argv[1]))
+    end_process(0)
+
+
+def test_end_process_runs_exit_handlers_flushes_and_keeps_the_code(tmp_path):
+    """A rank that joined a process group ends through os._exit after its exit handlers and flushed output."""
+    script = tmp_path / "rank.py"
+    script.write_text(f"""
+import atexit, pathlib, sys
+import torch.distributed as dist
+from edgekd.distributed import end_process
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+atexit.register(lambda: pathlib.Path({str(tmp_path / "handler-ran")!r}).write_text(str(dist.is_initialized())))
+atexit.register(dist.destroy_process_group)  # registered last, so it runs first: the group is gone for the one above
+print("written before the end", end="")  # no newline: only a flush gets it out
+end_process(3)
+print("never reached")
+""")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stdout == "written before the end"
+    assert (tmp_path / "handler-ran").read_text() == "False"
