@@ -235,6 +235,8 @@ def _run_stages(config: PipelineConfig, run_dir: Path, keys: KeyInputs, force: f
         settings, key_settings = keys.settings(entry.reads + tuple(extra_reads))
         key = {"kind": stage.kind, "config": cfg, "parent": parent_run, "settings": key_settings,
                "libraries": library_versions(entry.libraries + tuple(extra_libs))}
+        if entry.revision:
+            key["revision"] = entry.revision
         digest = content_hash(key)
         folder = run_dir / f"{index:02d}-{stage.kind}-{digest}"
         distributed.wait_for_main(rank)  # every rank reads the folder while rank 0 is not writing it
@@ -291,12 +293,19 @@ def _retire(folder: Path) -> None:
     shutil.rmtree(aside)
 
 
+# The report files copied to the top of the run directory; the plots of runtimes exist only when rows qualify.
+OPTIONAL_REPORT_FILES = ("report_latency.png", "report_size.png")
+REPORT_FILES = ("report.json", "report.md", "report.png", *OPTIONAL_REPORT_FILES)
+
+
 def _write_run_summary(config: PipelineConfig, run_dir: Path, data_dir: Path, records: list[StageRecord],
                        artifacts: dict[str, Artifact]) -> None:
-    for name in ("report.json", "report.md", "report.png"):
+    for name in REPORT_FILES:
         if name in artifacts:
             shutil.copyfile(artifacts[name].path, run_dir / f".{name}.copy")
             (run_dir / f".{name}.copy").replace(run_dir / name)
+        elif name in OPTIONAL_REPORT_FILES:  # an earlier run's plot that this report.md no longer shows
+            (run_dir / name).unlink(missing_ok=True)
     atomic_write_json(run_dir / "run.json", {
         "name": config.name, "finished": _now(), "pipeline": config.model_dump(mode="json"),
         "data": data_dir.name,

@@ -36,6 +36,9 @@ class StageEntry:
     tasks: tuple[str, ...] = ("text-classification",)
     # Calls edgekd.train.fit: under torchrun every rank runs it (DDP); other stages run on rank 0 only.
     trains: bool = False
+    # Raised when the stage's code writes something different from the same inputs, so a folder an older
+    # edgekd wrote is not reused; in the cache key only when > 0, so keys from before it existed stay valid.
+    revision: int = 0
 
 
 STAGES: dict[str, StageEntry] = {
@@ -59,8 +62,11 @@ STAGES: dict[str, StageEntry] = {
     "peer": StageEntry(PeerConfig, "edgekd.peer.stage", ("max_length",),
                        TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime"), BOTH),
     # (causal-lm: the gate scores the shipped file with onnxruntime)
-    "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), (), BOTH),
+    # (1: a classifier bundle carries every mobile target's file of the bundled model, not only model.ort)
+    "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), (), BOTH, revision=1),
+    # (1: every row names what runs its kernels, in `delegate`)
     "bench": StageEntry(BenchConfig, "edgekd.bench.stage", ("max_length", "seed", "machine"),
-                        TRAINING_LIBS + ("onnxruntime", "numpy"), BOTH),
-    "report": StageEntry(ReportConfig, "edgekd.report.stage", ("pipeline",), ("matplotlib",), BOTH),
+                        TRAINING_LIBS + ("onnxruntime", "numpy"), BOTH, revision=1),
+    # (1: the Pareto plot across runtimes, and the latency and size plots)
+    "report": StageEntry(ReportConfig, "edgekd.report.stage", ("pipeline",), ("matplotlib",), BOTH, revision=1),
 }

@@ -56,6 +56,10 @@ class BundleConfig(StrictModel):
     @staticmethod
     def summary(m: dict) -> str:
         line = f"{m.get('source')}, {m.get('bundle_bytes', 0) / 1e6:.1f} MB"
+        mobile = [f"{runtime} {m[f'{runtime}_bytes'] / 1e6:.1f} MB" for runtime in ("ort", "litert", "executorch")
+                  if f"{runtime}_bytes" in m]
+        if mobile:
+            line += f" (with the same model for {', '.join(mobile)})"
         gate = m.get("quality_gate")
         if gate:
             verdict = "over the limit, bundled anyway" if gate["over"] else "within the limit"

@@ -41,6 +41,23 @@ def test_unchanged_rerun_reuses_everything(setup):
     assert _statuses(path)[0] == ["skipped", "skipped"]
 
 
+def test_a_stage_revision_reruns_that_stage_and_after_only(setup, monkeypatch):
+    """A stage whose code now writes something else is not reused from a folder older code wrote."""
+    import dataclasses
+
+    from edgekd import stages
+
+    _, path, _, _ = setup
+    before = sorted(p.name for p in (path.parent / "runs").rglob("02-prune-*"))
+    monkeypatch.setitem(stages.STAGES, "teacher", dataclasses.replace(stages.STAGES["teacher"], revision=1))
+    assert _statuses(path)[0] == ["ran", "ran"]
+    monkeypatch.setitem(stages.STAGES, "teacher", dataclasses.replace(stages.STAGES["teacher"], revision=0))
+    monkeypatch.setitem(stages.STAGES, "prune", dataclasses.replace(stages.STAGES["prune"], revision=1))
+    assert _statuses(path)[0] == ["skipped", "ran"]
+    after = sorted(p.name for p in (path.parent / "runs").rglob("02-prune-*"))
+    assert len(after) == 3 and before[0] in after  # revision 0 keeps the key it had before revisions existed
+
+
 def test_other_model_source_reruns_teacher_and_after_but_keeps_the_split(setup):
     tmp, path, _, _ = setup
     other = make_tiny_model_dir(tmp / "other-model", "bert", seed=1)

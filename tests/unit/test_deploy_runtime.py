@@ -5,6 +5,8 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,11 +107,30 @@ def test_command_line_prints_one_line_error(bundle_copy, capsys):
 
 
 def test_runtime_imports_no_torch_or_transformers():
+    """At module level only tokenizers and numpy; each runtime's library is imported when that runtime is asked for."""
     tree = ast.parse(RUNTIME.read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"hashlib", "json", "sys", "pathlib", "numpy", "onnxruntime", "tokenizers"}, imported
+    top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert top <= {"argparse", "hashlib", "json", "sys", "pathlib", "numpy", "tokenizers"}, top
+
+
+def test_an_onnx_bundle_runs_with_torch_and_transformers_unimportable(bundle_dir):
+    code = ("import sys; sys.modules.update(torch=None, transformers=None, ai_edge_litert=None); "
+            f"sys.path.insert(0, {str(RUNTIME.parent)!r}); from edgekd_runtime import Bundle; "
+            f"print(Bundle({str(bundle_dir)!r}).predict(['a warm film'])[0])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() in LABELS
+
+
+def test_a_runtime_the_bundle_lacks_names_what_it_carries(bundle_dir, capsys):
+    with pytest.raises(rt.BundleError, match="no 'litert' entry, this bundle has a model for onnx;"):
+        rt.Bundle(bundle_dir, runtime="litert")
+    with pytest.raises(ValueError, match="runtime 'tflite': must be one of onnx, ort, litert, executorch"):
+        rt.Bundle(bundle_dir, runtime="tflite")
+    assert rt.main(["--runtime", "executorch", str(bundle_dir), "a warm film"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no 'executorch' entry" in err[0]
 
 
 def test_damaged_labels_manifest_or_tokenizer_are_one_line_errors(tmp_path, bundle_dir):
