@@ -28,6 +28,10 @@ def _parameters(model_dir) -> int:
         return sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
 
 
+# What runs an ONNX Runtime row's kernels, named in the row's delegate field beside ExecuTorch's and LiteRT's XNNPACK.
+ORT_PROVIDER = "CPU execution provider"
+
+
 def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Target]:
     """One target per (model, runtime), teacher rows first, accuracy-only rows (ablation models) last."""
     targets = []
@@ -55,7 +59,8 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
             targets.append(Target(
                 name=f"{name.removesuffix('.onnx')} onnxruntime cpu", path=art.path, runtime="onnxruntime",
                 pad_id=art.pad_id, model=art.source, role=art.role, format="onnx", precision=art.precision,
-                file_bytes=folder_size(art.path), parameters=_parameters(source.path) if source else None))
+                file_bytes=folder_size(art.path), parameters=_parameters(source.path) if source else None,
+                extra={"delegate": ORT_PROVIDER}))
         elif art.type == "ort":
             # ONNX Runtime Mobile's format, loaded by the same onnxruntime runner; its source is the .onnx it came from.
             onnx = artifacts.get(art.source)
@@ -63,7 +68,7 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
             targets.append(Target(
                 name=f"{name} onnxruntime cpu", path=art.path, runtime="onnxruntime", pad_id=art.pad_id,
                 model=model.name if model else art.source, role=art.role, format="ort", precision=art.precision,
-                file_bytes=folder_size(art.path),
+                file_bytes=folder_size(art.path), extra={"delegate": ORT_PROVIDER},
                 parameters=_parameters(model.path) if model and model.type == "hf-model" else None))
         elif art.type in ("pte", "tflite"):
             # ExecuTorch / LiteRT files, converted from the PyTorch model (their source); runner by art.runtime.

@@ -33,6 +33,7 @@ from edgekd.artifacts import atomic_write_json, atomic_write_text, read_manifest
 from edgekd.errors import EdgekdError
 from edgekd.report.markdown import render_markdown
 from edgekd.report.plot import plot
+from edgekd.report.plot_runtimes import LATENCY_PNG, SIZE_PNG, plot_latency, plot_size
 from edgekd.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,11 @@ def build_report(bench: dict, history: list[dict], pipeline: dict, latency_setti
 
 
 def write_report(report: dict, folder: Path) -> dict[str, Path]:
+    """Write report.json, report.md and report.png into ``folder``; returns the files that exist.
+
+    A classification report also gets report_latency.png and report_size.png where rows qualify (report.md's
+    "Runtimes" section references exactly those); a stale one from an earlier report is removed.
+    """
     paths = {"report.json": folder / "report.json", "report.md": folder / "report.md", "report.png": folder / "report.png"}
     atomic_write_json(paths["report.json"], report)
     if report.get("task") == "causal-lm":
@@ -223,6 +229,10 @@ def write_report(report: dict, folder: Path) -> dict[str, Path]:
     else:
         atomic_write_text(paths["report.md"], render_markdown(report))
         plot(report, paths["report.png"])
+        for name, draw in ((LATENCY_PNG, plot_latency), (SIZE_PNG, plot_size)):
+            if not draw(report, folder / name):
+                (folder / name).unlink(missing_ok=True)  # no qualifying rows now: report.md no longer shows it
+            paths[name] = folder / name
     return {name: path for name, path in paths.items() if path.exists()}
 
 

@@ -1,8 +1,16 @@
 """report.md: the headline, the model table, latency by input length, per-class quality, conditions."""
 
+from edgekd.report.plot_runtimes import runtimes_lines
+
 
 def _mb(n: int | None) -> str:
     return "–" if n is None else f"{n / 1e6:.1f}"
+
+
+def _runtime_cell(row: dict) -> str:
+    """``litert cpu, XNNPACK``: the runtime, the device and what runs its kernels where the row names it."""
+    cell = f"{row['runtime']} {row['device']}"
+    return f"{cell}, {row['delegate']}" if row.get("delegate") else cell
 
 
 def _params(n: int | None) -> str:
@@ -133,17 +141,22 @@ def render_markdown(report: dict) -> str:
     lines += ["## Models", "", f"Speed-ups: median of paired per-round ratios on `{setting}` [interval].", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = ([r["name"], f"{r['runtime']} {r['device']}", str(r["precision"]), _params(r.get("parameters")),
+        cells = ([r["name"], _runtime_cell(r), str(r["precision"]), _params(r.get("parameters")),
                   _mb(r.get("file_bytes")), percent(r.get("accuracy")), percent(r.get("batched", {}).get("accuracy")),
                   "–" if "macro_f1" not in r else f"{r['macro_f1']:.4f}",
                   "–" if "min_recall" not in r else f"{percent(r['min_recall'])} ({r['min_recall_class']})"]
                  + [_lat(r, f"real_b1_{t}") for t in tags]
                  + [_lat(r, f"real_b1_{tags[0]}", "p90"), f"{r['cv'].get(f'real_b1_{tags[0]}', 0):.1%}"]
-                 + [f"{r['peak_rss_mb']:.0f}", _speedup_cell(r, ort_ref, setting), _speedup_cell(r, pt_ref, setting)]
+                 + ["–" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}",
+                    _speedup_cell(r, ort_ref, setting), _speedup_cell(r, pt_ref, setting)]
                  + ([_speedup_cell(r, peer_ref, setting)] if peer_ref else []))
         lines.append("| " + " | ".join(cells) + " |")
     if report.get("run", {}).get("pipeline"):
-        lines += ["", "![accuracy vs latency](report.png)"]
+        lines += ["", "![accuracy vs latency](report.png)", "",
+                  "Accuracy vs p50 latency: colour is the runtime, shape the role, area the file size; the dashed step "
+                  "line joins the Pareto front (outlined: no other model is at least as fast and as accurate and "
+                  "better on one)."]
+        lines += runtimes_lines(report)
     lines += _length_table(rows, setting) + _class_table(rows, report) + _other_settings(rows, tags)
     lines += ablation_lines(report)
     if report.get("stages"):

@@ -248,7 +248,9 @@ def test_report_has_an_ablation_section_only_with_ablation_rows(bench_with_ablat
     assert "| student-hard-labels pytorch cpu | hard-label student (no distillation) |" in section
     models = md.split("## Models", 1)[1].split("##", 1)[0]
     assert "student-hard-labels" not in models and "| student pytorch cpu |" in models  # untimed: not in timing tables
-    assert set(write_report(report, tmp_path)) == {"report.json", "report.md", "report.png"}  # the plot skips them
+    # the plots skip the untimed ablation rows (the timed ones still get the runtime plots)
+    assert set(write_report(report, tmp_path)) == {"report.json", "report.md", "report.png", "report_latency.png",
+                                                   "report_size.png"}
 
     plain = copy.deepcopy(bench)
     plain["rows"] = [r for r in plain["rows"] if r["role"] != "ablation"]
