@@ -62,8 +62,9 @@ test-tf5: install-tf5
 test-slow: install
 	$(BIN)/python -m pytest -q -m "slow or network"
 
-bench: install
-	$(BIN)/python benchmarks/run_default.py --fresh
+# The committed benchmark has a row for every runtime, so it runs where ExecuTorch and LiteRT are installed.
+bench: install-mobile
+	$(MOBILE_BIN)/python benchmarks/run_default.py --fresh
 
 clean:
 	rm -rf $(VENV) $(TF5_VENV) $(MOBILE_VENV) runs .pytest_cache
