@@ -51,6 +51,29 @@ def _stage_lines(summary: dict) -> list[str]:
     return lines
 
 
+# Row order of the runtime table; the PyTorch row is the reference the mobile files are converted from.
+FORMATS = {"onnx": ".onnx", "ort": "", "pte": "", "tflite": "", "pytorch": " (PyTorch, reference)"}
+
+
+def _runtime_table(rows: list[dict], setting: str) -> list[str]:
+    """The student as each deployable file, side by side (same inputs, same rounds); empty without a mobile file."""
+    students = [r for r in rows if r["role"] == "student" and r.get("format") in FORMATS and r.get("timed", True)
+                and setting in r["latency_ms"]]
+    if not {r["format"] for r in students} & {"ort", "pte", "tflite"}:
+        return []
+    tall = setting.replace("_t1", "_tall")
+    lines = ["", "The same student as every deployable file (one text at a time, the same inputs and rounds):", "",
+             "| file | runtime, kernels | precision | MB | load s | p50 ms, 1 thread | p50 ms, all cores | peak RSS MB "
+             "| test accuracy |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(students, key=lambda r: (list(FORMATS).index(r["format"]), r["latency_ms"][setting]["p50"])):
+        p50_all = r["latency_ms"].get(tall, {}).get("p50")
+        lines.append(f"| {r['name'].rsplit(' ', 2)[0]}{FORMATS[r['format']]} | {r['runtime']}, "
+                     f"{r.get('delegate') or '–'} | {r['precision']} | {r['file_bytes'] / 1e6:.1f} | {r['load_s']:.2f} | "
+                     f"{r['latency_ms'][setting]['p50']:.2f} | {'–' if p50_all is None else f'{p50_all:.2f}'} | "
+                     f"{r['peak_rss_mb']:.0f} | {percent(r['accuracy'])} |")
+    return lines
+
+
 def _repeat_line(summary: dict, previous: dict, previous_path: str) -> str:
     from compare_results import compare
 
@@ -106,8 +129,8 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
         f"| peak RSS of its process | {teacher['peak_rss_mb']:.0f} MB | {student['peak_rss_mb']:.0f} MB | "
         f"{h['peak_rss_ratio']:.2f}× less |",
         f"| parameters | {teacher['parameters'] / 1e6:.1f}M | {student['parameters'] / 1e6:.1f}M | |",
-        "",
     ]
+    lines += _runtime_table(rows, setting) + [""]
     lines += _stage_lines(summary)
     ablation = report.get("ablation")
     if ablation:
