@@ -44,9 +44,12 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
             if art.role == "teacher" and cfg.cuda == "auto":
                 import torch
 
-                if torch.cuda.is_available():
+                if torch.cuda.is_available():  # the GPU-trained teacher as it would serve: fp32 and fp16 weights
+                    gpu = {"device_name": torch.cuda.get_device_name(0)}
                     targets.append(Target(name=f"{name} pytorch cuda", runtime="pytorch", device="cuda", **common,
-                                          extra={"device_name": torch.cuda.get_device_name(0)}))
+                                          extra=gpu))
+                    targets.append(Target(name=f"{name}.fp16 pytorch cuda", runtime="pytorch", device="cuda",
+                                          **{**common, "precision": "fp16"}, extra=gpu))
         elif art.type == "hf-model" and art.role == "ablation":
             # Not a deployment candidate: scored on the test split beside the distilled student, never timed.
             targets.append(Target(

@@ -51,6 +51,9 @@ class OrtRunner:
         pass
 
 
+HALF = {"fp16": "float16", "bf16": "bfloat16"}  # row precision -> torch dtype of a half-precision PyTorch row
+
+
 class TorchRunner:
     takes = "ids"
 
@@ -61,6 +64,8 @@ class TorchRunner:
 
         self.torch, self.pad_id, self.device = torch, target["pad_id"], torch.device(target.get("device", "cpu"))
         self.model = load_classifier(target["path"]).to(self.device).eval()
+        if target.get("precision") in HALF:  # half-precision weights and activations (a GPU row); logits back in fp32
+            self.model = self.model.to(getattr(torch, HALF[target["precision"]]))
 
     def set_threads(self, threads: int) -> None:
         self.torch.set_num_threads(threads)

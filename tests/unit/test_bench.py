@@ -149,3 +149,32 @@ def test_load_sampler_reports_other_processes_cpu():
         _wait_until_done(pid)
     # 1.5 s of someone else's CPU over a window of about 1.6 s; a busy machine only raises it
     assert other.summary()["other_processes_cores_mean"] > 0.5
+
+
+def test_a_gpu_host_adds_the_teachers_fp32_and_fp16_cuda_rows(tmp_path, tiny_bert_dir, monkeypatch):
+    """Planned only where CUDA is present (faked here) and cuda is auto; the half-precision runner really casts."""
+    import torch
+
+    from edgekd.artifacts import Artifact
+    from edgekd.bench.config import BenchConfig
+    from edgekd.bench.stage import plan_targets
+
+    arts = {"teacher": Artifact("teacher", "hf-model", tiny_bert_dir, role="teacher", pad_id=0)}
+    assert [t.device for t in plan_targets(arts, BenchConfig())] == ["cpu"]  # no GPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Test GPU")
+    rows = {t.name: t for t in plan_targets(arts, BenchConfig())}
+    assert {n: (t.device, t.precision) for n, t in rows.items()} == {
+        "teacher pytorch cpu": ("cpu", "fp32"), "teacher pytorch cuda": ("cuda", "fp32"),
+        "teacher.fp16 pytorch cuda": ("cuda", "fp16")}
+    assert rows["teacher.fp16 pytorch cuda"].describe()["device_name"] == "Test GPU"
+    assert [t.device for t in plan_targets(arts, BenchConfig(cuda="off"))] == ["cpu"]
+
+    # The half-precision path of the runner, on the CPU with bfloat16 (what the GPU rows do with float16).
+    job = {"path": str(tiny_bert_dir), "pad_id": 0, "device": "cpu"}
+    ids = [np.array([1, 5, 9, 4, 2]), np.array([1, 7, 2])]
+    fp32 = worker_module.TorchRunner({**job, "precision": "fp32"})
+    half = worker_module.TorchRunner({**job, "precision": "bf16"})
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    a, b = fp32(ids), half(ids)
+    assert b.dtype == np.float32 and not np.array_equal(a, b) and np.abs(a - b).max() < 0.1
