@@ -267,10 +267,12 @@ def test_plot_labels_the_peer_point(tmp_path, monkeypatch):
     monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
     plot(_report(with_peer=True), tmp_path / "report.png")
     assert (tmp_path / "report.png").is_file()
-    texts = [t.get_text() for t in figures[0].axes[0].texts]
+    ax = figures[0].axes[0]
+    texts, legend = [t.get_text() for t in ax.texts], [t.get_text() for t in ax.get_legend().get_texts()]
     close(figures[0])
-    assert any(t.startswith("peer path (optimum int8)\n" + PEER) for t in texts)
-    assert sum("peer path" in t for t in texts) == 1  # only the peer's point says so
+    # the peer's point is labelled with its own name, and its marker (a diamond) is the legend's peer entry
+    assert sum(t.startswith(PEER.removesuffix(" onnxruntime cpu") + " ORT") for t in texts) == 1
+    assert "peer path (optimum int8)" in legend
 
 
 def test_peer_refuses_a_pruned_layout_and_keys_level_99_by_machine(tmp_path):
