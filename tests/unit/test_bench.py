@@ -176,5 +176,26 @@ def test_a_gpu_host_adds_the_teachers_fp32_and_fp16_cuda_rows(tmp_path, tiny_ber
     fp32 = worker_module.TorchRunner({**job, "precision": "fp32"})
     half = worker_module.TorchRunner({**job, "precision": "bf16"})
     assert next(half.model.parameters()).dtype == torch.bfloat16
+    assert not hasattr(fp32, "timed_call")  # on the CPU the host's clock times it; CUDA rows use CUDA events
     a, b = fp32(ids), half(ids)
     assert b.dtype == np.float32 and not np.array_equal(a, b) and np.abs(a - b).max() < 0.1
+
+
+def test_a_runner_with_its_own_clock_is_timed_by_it():
+    """How a CUDA row is timed (CUDA events): _timed asks the runner's timed_call for every timed input."""
+    class Clocked:
+        calls: list = []
+
+        def __call__(self, x):
+            self.calls.append(("warmup", x))
+
+        def sync(self):
+            pass
+
+        def timed_call(self, x):
+            self.calls.append(("timed", x))
+            return 0.25
+
+    runner = Clocked()
+    assert worker_module._timed(runner, [1, 2, 3], warmup=2) == [0.25, 0.25, 0.25]
+    assert runner.calls == [("warmup", 1), ("warmup", 2), ("timed", 1), ("timed", 2), ("timed", 3)]
