@@ -64,13 +64,14 @@ def _runtime_table(rows: list[dict], setting: str) -> list[str]:
     tall = setting.replace("_t1", "_tall")
     lines = ["", "The same student as every deployable file (one text at a time, the same inputs and rounds):", "",
              "| file | runtime, kernels | precision | MB | load s | p50 ms, 1 thread | p50 ms, all cores | peak RSS MB "
-             "| test accuracy |", "|---|---|---|---|---|---|---|---|---|"]
+             "| test accuracy | same prediction as PyTorch (test) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(students, key=lambda r: (list(FORMATS).index(r["format"]), r["latency_ms"][setting]["p50"])):
         p50_all = r["latency_ms"].get(tall, {}).get("p50")
+        agrees = percent(r["agreement_vs_pytorch"]["agreement"]) if "agreement_vs_pytorch" in r else "–"
         lines.append(f"| {r['name'].rsplit(' ', 2)[0]}{FORMATS[r['format']]} | {r['runtime']}, "
                      f"{r.get('delegate') or '–'} | {r['precision']} | {r['file_bytes'] / 1e6:.1f} | {r['load_s']:.2f} | "
                      f"{r['latency_ms'][setting]['p50']:.2f} | {'–' if p50_all is None else f'{p50_all:.2f}'} | "
-                     f"{r['peak_rss_mb']:.0f} | {percent(r['accuracy'])} |")
+                     f"{r['peak_rss_mb']:.0f} | {percent(r['accuracy'])} | {agrees} |")
     return lines
 
 

@@ -64,9 +64,9 @@ STAGES: dict[str, StageEntry] = {
     # (causal-lm: the gate scores the shipped file with onnxruntime)
     # (1: a classifier bundle carries every mobile target's file of the bundled model, not only model.ort)
     "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), (), BOTH, revision=1),
-    # (1: every row names what runs its kernels, in `delegate`)
+    # (1: every row names what runs its kernels, in `delegate`; 2: each converted file's test agreement with PyTorch)
     "bench": StageEntry(BenchConfig, "edgekd.bench.stage", ("max_length", "seed", "machine"),
-                        TRAINING_LIBS + ("onnxruntime", "numpy"), BOTH, revision=1),
+                        TRAINING_LIBS + ("onnxruntime", "numpy"), BOTH, revision=2),
     # (1: the Pareto plot across runtimes, and the latency and size plots)
     "report": StageEntry(ReportConfig, "edgekd.report.stage", ("pipeline",), ("matplotlib",), BOTH, revision=1),
 }

@@ -10,6 +10,8 @@ ONNX Runtime fp32 (the same runtime as the students) and against the teacher in 
 import logging
 import math
 
+import numpy as np
+
 from edgekd.artifacts import Artifact, atomic_write_json, folder_size
 from edgekd.bench.config import BenchConfig
 from edgekd.bench.core import DEPLOY_RUNTIME, Target, run_benchmark
@@ -109,6 +111,20 @@ def references(targets: list[Target]) -> list[str]:
     return [t.name for t in teacher + peers]
 
 
+def add_agreement_with_pytorch(rows: list[dict]) -> None:
+    """row["agreement_vs_pytorch"]: the share of test texts on which a converted file (ONNX, .ort, .pte, .tflite, the
+    bundle) predicts what its PyTorch model's CPU row predicts, one text at a time. Reported only: the mobile stage's
+    gate decided on the validation split, and the test split never selects."""
+    pytorch = {r["model"]: r for r in rows if r["format"] == "pytorch" and r["device"] == "cpu"}
+    for row in rows:
+        ref = pytorch.get(row["model"])
+        if ref is None or ref is row or row["format"] == "pytorch":
+            continue
+        same = np.asarray(row["predictions"]) == np.asarray(ref["predictions"])
+        row["agreement_vs_pytorch"] = {"reference": ref["name"], "agreement": round(float(same.mean()), 6),
+                                       "n": int(same.size)}
+
+
 def run(cfg: BenchConfig, ctx: StageContext) -> None:
     if ctx.task.name == "causal-lm":
         from edgekd.bench.lm_stage import run_causal_lm
@@ -130,6 +146,7 @@ def run(cfg: BenchConfig, ctx: StageContext) -> None:
     log.info("benchmarking %d models on %d test inputs per round (%d rounds, %d tokenisations), accuracy on all %d",
              len(targets), inputs.sample, cfg.rounds, len({i.npz for i in per_model.values()}), len(splits.test))
     bench = run_benchmark(targets, inputs, cfg, splits.label_names, references(targets))
+    add_agreement_with_pytorch(bench["rows"])
     for i, row in enumerate(bench["rows"], 1):
         atomic_write_json(ctx.out / "predictions" / f"{i:02d}.json",
                           {"name": row["name"], "predictions": row.pop("predictions")})

@@ -199,3 +199,23 @@ def test_a_runner_with_its_own_clock_is_timed_by_it():
     runner = Clocked()
     assert worker_module._timed(runner, [1, 2, 3], warmup=2) == [0.25, 0.25, 0.25]
     assert runner.calls == [("warmup", 1), ("warmup", 2), ("timed", 1), ("timed", 2), ("timed", 3)]
+
+
+def test_each_converted_file_reports_its_test_agreement_with_its_pytorch_model():
+    from edgekd.bench.stage import add_agreement_with_pytorch
+
+    def row(name, model, fmt, predictions, device="cpu"):
+        return {"name": name, "model": model, "format": fmt, "device": device, "predictions": predictions}
+
+    rows = [row("student pytorch cpu", "student", "pytorch", [0, 1, 1, 0]),
+            row("student.int8.tflite litert cpu", "student", "tflite", [0, 1, 0, 0]),
+            row("student onnxruntime cpu", "student", "onnx", [0, 1, 1, 0]),
+            row("teacher pytorch cpu", "teacher", "pytorch", [1, 1, 1, 1]),
+            row("teacher pytorch cuda", "teacher", "pytorch", [1, 1, 1, 0], device="cuda"),
+            row("peer.int8-dynamic onnxruntime cpu", "peer", "onnx", [1, 1, 1, 1])]
+    add_agreement_with_pytorch(rows)
+    got = {r["name"]: r.get("agreement_vs_pytorch") for r in rows}
+    assert got["student.int8.tflite litert cpu"] == {"reference": "student pytorch cpu", "agreement": 0.75, "n": 4}
+    assert got["student onnxruntime cpu"]["agreement"] == 1.0
+    # PyTorch rows are the references, and a file without a PyTorch model in the run has none
+    assert got["student pytorch cpu"] is got["teacher pytorch cuda"] is got["peer.int8-dynamic onnxruntime cpu"] is None
