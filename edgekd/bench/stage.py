@@ -79,6 +79,7 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
             # ExecuTorch / LiteRT files, converted from the PyTorch model (their source); runner by art.runtime.
             model = artifacts.get(art.source)
             extra = {k: art.meta[k] for k in ("delegate", "buckets") if k in art.meta}
+            extra["throughput_batching"] = "one text at a time"  # exported for batch 1: a batch is a loop of calls
             targets.append(Target(
                 name=f"{name} {art.runtime} cpu", path=art.path, runtime=art.runtime, pad_id=art.pad_id,
                 model=art.source, role=art.role, format=art.type, precision=art.precision,

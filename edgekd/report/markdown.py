@@ -265,6 +265,8 @@ def _other_settings(rows: list[dict], tags: list[str]) -> list[str]:
         fixed = [next((f"{v['p50']:.2f}" for k, v in r["latency_ms"].items()
                        if k.startswith("fixed") and k.endswith(f"_{t}")), "–") for t in tags]
         thr = ", ".join(f"{k}: {v:.0f}" for k, v in r["throughput_eps"].items())
+        if thr and r.get("throughput_batching"):  # a batch-1 file: its batches ran one text at a time
+            thr += f" ({r['throughput_batching']})"
         tok = f"{r['tokenize_ms']['p50']:.3f}" if "tokenize_ms" in r else "–"
         lines.append(f"| {r['name']} | {r['load_s']:.2f} | {r['first_inference_ms']:.1f} | " + " | ".join(fixed)
                      + f" | {thr} | {tok} |")

@@ -95,6 +95,7 @@ def test_stage_declares_pte_files_and_a_bench_row_runs_them(tiny, tmp_path, monk
     result = run_benchmark(rows, inputs, cfg)
     for row in result["rows"]:
         assert row["runtime"] == "executorch" and row["delegate"] == "XNNPACK"
+        assert row["throughput_batching"] == "one text at a time"  # batch-1 file: its throughput row is a loop
         assert row["latency_ms"]["real_b1_t1"]["runs"] == 24 and row["latency_ms"]["fixed16_b1_t1"]["p50"] > 0
 
     # A file made from another model (same architecture, other weights) fails its gate and is not declared.

@@ -87,7 +87,7 @@ def test_write_report_writes_the_runtime_plots_and_the_markdown_shows_them(tmp_p
     assert [r["runtime"] for r in latency_rows(report)] == ["onnxruntime", "litert", "executorch", "onnxruntime",
                                                             "onnxruntime"]
     assert [r["name"] for r in size_rows(report)] == [r["name"] for r in latency_rows(report) if r["role"] != "peer"]
-    report["rows"][3]["delegate"] = "XNNPACK"
+    report["rows"][3].update(delegate="XNNPACK", throughput_batching="one text at a time")
     assert set(write_report(report, tmp_path)) == {"report.json", "report.md", "report.png", "report_latency.png",
                                                    "report_size.png"}  # the stage's outputs
     for name in ("report.png", "report_latency.png", "report_size.png"):
@@ -101,6 +101,7 @@ def test_write_report_writes_the_runtime_plots_and_the_markdown_shows_them(tmp_p
     assert f"`{SETTING}`" in runtimes
     assert "| student.int8.tflite litert cpu | litert cpu, XNNPACK | int8 |" in md  # the delegate beside the runtime
     assert "| student.pte executorch cpu | executorch cpu | fp32 |" in md  # (none recorded: nothing added)
+    assert "real_b32_t1: 100 (one text at a time) |" in md  # a batch-1 file's throughput says how it was run
 
 
 def test_a_report_without_timed_rows_gets_no_runtime_plots(tmp_path):
