@@ -53,8 +53,9 @@ STAGES: dict[str, StageEntry] = {
     "vocab": StageEntry(VocabConfig, "edgekd.vocab.stage", ("max_length",), TRAINING_LIBS),
     "export": StageEntry(ExportConfig, "edgekd.export.stage", ("max_length",),
                          TRAINING_LIBS + ("optimum", "optimum-onnx", "onnx", "onnxruntime"), BOTH),
+    # (1: embedding_bits 4 writes the word table in blocks of 16 with fp16 scales and the position table in blocks)
     "quantize": StageEntry(QuantizeConfig, "edgekd.quantize.stage", ("max_length",),
-                           ("transformers", "tokenizers", "onnx", "onnxruntime"), BOTH),
+                           ("transformers", "tokenizers", "onnx", "onnxruntime"), BOTH, revision=1),
     # (torch: the parity gate compares each converted file with the PyTorch model)
     "mobile": StageEntry(MobileConfig, "edgekd.mobile.stage", ("max_length",),
                          TRAINING_LIBS + ("onnx", "onnxruntime")),

@@ -10,7 +10,7 @@ this BERT graph anyway (dynamic shapes, LayerNorm, Erf) and needs ``session.enab
 
 The ORT format has no 4-bit tensor type (onnxruntime 1.31: the conversion succeeds, loading fails with
 "Unsupported tensor data type"). edgekd's 4-bit word embeddings are stored as uint8 nibbles for that reason
-(edgekd/quantize/int4_embeddings.py); a graph with INT4/UINT4 tensors is refused before converting.
+(edgekd/quantize/block_embeddings.py); a graph with INT4/UINT4 tensors is refused before converting.
 """
 
 import contextlib

@@ -5,7 +5,7 @@ static:  weights and activations int8 with ranges calibrated on training batches
          after ORT's pre-processing (shape inference + graph clean-up) of the fp32 graph.
 Gather is quantized too, or the word embeddings (half of a small encoder's weights) stay fp32.
 Every quantizer takes ``exclude``: node names (of the graph it quantizes) kept in float.
-``int4_embeddings.with_int4_embeddings`` wraps either flavour so the word-embedding table becomes 4-bit blocks.
+``block_embeddings.with_block_embeddings`` wraps either flavour so the embedding tables become quantized blocks.
 """
 
 import logging

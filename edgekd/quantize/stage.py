@@ -12,7 +12,7 @@ from edgekd.models import load_tokenizer
 from edgekd.quantize.config import QuantizeConfig
 from edgekd.quantize.core import (best_calibration, compare_calibrations, make_quantizer, onnx_predictions,
                                   quantizable_nodes)
-from edgekd.quantize.int4_embeddings import has_int4_table, with_int4_embeddings
+from edgekd.quantize.block_embeddings import has_int4_table, with_block_embeddings
 from edgekd.quantize.guard import guarded_quantize
 from edgekd.stage_context import StageContext
 
@@ -52,7 +52,7 @@ def run(cfg: QuantizeConfig, ctx: StageContext) -> None:
                 # Same folder per method as the comparison: its cached ranges are reused, not recomputed.
                 graph, quantize = make_quantizer(src.path, Path(tmp) / method, mode, cfg.preset, method, calib, pad)
                 if cfg.embedding_bits == 4:
-                    quantize = with_int4_embeddings(graph, quantize)
+                    quantize = with_block_embeddings(graph, quantize)
                 if cfg.guard is None:
                     result = quantize(dst)
                     seconds = result.seconds

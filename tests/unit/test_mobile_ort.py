@@ -24,7 +24,7 @@ from edgekd.models import load_classifier
 from edgekd.models.arch import encoder_layers, layer_modules
 from edgekd.ort import make_session, ort_logits
 from edgekd.quantize.core import make_quantizer
-from edgekd.quantize.int4_embeddings import with_int4_embeddings
+from edgekd.quantize.block_embeddings import with_block_embeddings
 from edgekd.stage_context import StageContext
 from tests.conftest import build_tokenizer, make_texts, make_tiny_model_dir
 from tests.unit.test_quantize_guard import _write_splits
@@ -49,7 +49,7 @@ def tiny(tmp_path_factory):
                                          pad_id=tok.pad_token_id)
         files[f"int8-{mode}"] = quantize(folder / f"int8-{mode}" / "model.onnx", []).path
         if mode == "dynamic":
-            files[FLAVOURS[3]] = with_int4_embeddings(graph, quantize)(folder / FLAVOURS[3] / "model.onnx", []).path
+            files[FLAVOURS[3]] = with_block_embeddings(graph, quantize)(folder / FLAVOURS[3] / "model.onnx", []).path
     for path in files.values():
         tok.save_pretrained(path.parent)
     return hf, files, ids, tok.pad_token_id
