@@ -4,14 +4,14 @@
     python benchmarks/arm_check.py --root /tmp/arm/root --run runs/minilm-rotten-tomatoes --out arm.json
     python benchmarks/arm_check.py --root /tmp/arm/root --model A.onnx --model B.tflite --ids ids.npz --out arm.json
 
-Correctness only, never timing: emulation is 100-700x slower than native and not proportional across runtimes.
+Correctness only, never timing: emulation is far slower than native and not proportional across runtimes.
 The same inference file (benchmarks/arm_infer.py) runs twice on the same token ids: under
 ``qemu-aarch64-static -cpu cortex-a76`` with a Debian bookworm arm64 python and the aarch64 wheels of onnxruntime /
 ai-edge-litert (so their Arm NEON/dot-product kernels run), and with the host python. ORT's cpuinfo crashes on the
 host's x86 /proc/cpuinfo, so the emulated process runs inside ``unshare -m`` with a fake Arm cpuinfo bind-mounted
 (root needed). The JSON names per model: argmax agreement, max |logit difference|, n and platform.machine() as the
 emulated python saw it (aarch64). Exit status 1 when a model's agreement is below --threshold or a logit is not
-finite; 2 on a usage or setup problem. int8 logits differ slightly from x86 (up to ~0.05 on the MiniLM student),
+finite; 2 on a usage or setup problem. int8 logits differ slightly from x86 (benchmarks/results/*-arm-check.json),
 which shows the Arm kernels ran.
 
 With --run, the models are the run's int8-dynamic ONNX student and any int8 .tflite student, found through the

@@ -82,7 +82,11 @@ def _repeat_line(summary: dict, previous: dict, previous_path: str) -> str:
     t1 = [abs(c) for _, key, _, _, c in changes if key.endswith("_t1")] or [float("nan")]
     allc = [abs(c) for *_, c in changes] or [float("nan")]
     before, now = previous["headline"]["speedup_vs_onnxruntime"], summary["headline"]["speedup_vs_onnxruntime"]
-    return (f"- Repeatability: against the `make bench` before it ([{Path(previous_path).name}]({previous_path})), "
+    # Stages recomputed between the two (other than the measurement itself) made different files: say so.
+    folders = [{s["kind"]: s["folder"] for s in r["report"]["stages"]} for r in (previous, summary)]
+    redone = [k for k, f in folders[1].items() if k not in ("bench", "report") and folders[0].get(k) != f]
+    since = f" (recomputed in between: {', '.join(redone)}, so those rows time different files)" if redone else ""
+    return (f"- Repeatability: against the `make bench` before it ([{Path(previous_path).name}]({previous_path})){since}, "
             f"every p50 at 1 thread moved by at most {max(t1):.1%}, and at most {max(allc):.1%} over both thread "
             f"settings ({len(changes)} p50s; `benchmarks/compare_results.py`); the paired speed-up over the teacher "
             f"on ONNX Runtime was {before['median']:.2f}× then {now['median']:.2f}×.")

@@ -213,7 +213,9 @@ class Bundle:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="edgekd_runtime.py", description="Classify texts with an edgekd bundle: "
-                                     "prints one 'label<TAB>text' line per text.")
+                                     "prints one 'label<TAB>text' line per text.",
+                                     epilog="A text that starts with '-' goes after --: edgekd_runtime.py BUNDLE -- "
+                                     "'-not- bad'")
     parser.add_argument("bundle", help="the bundle folder (holds bundle.json)")
     parser.add_argument("texts", nargs="+", metavar="TEXT")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="which of the bundle's models to run: "

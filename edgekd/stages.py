@@ -65,9 +65,10 @@ STAGES: dict[str, StageEntry] = {
     # (causal-lm: the gate scores the shipped file with onnxruntime)
     # (1: a classifier bundle carries every mobile target's file of the bundled model, not only model.ort)
     "bundle": StageEntry(BundleConfig, "edgekd.bundle.stage", ("max_length",), (), BOTH, revision=1),
-    # (1: every row names what runs its kernels, in `delegate`; 2: each converted file's test agreement with PyTorch)
+    # (1: every row names what runs its kernels, in `delegate`; 2: each converted file's test agreement with PyTorch;
+    # 3: batch-1 files' throughput rows say they ran one text at a time)
     "bench": StageEntry(BenchConfig, "edgekd.bench.stage", ("max_length", "seed", "machine"),
-                        TRAINING_LIBS + ("onnxruntime", "numpy"), BOTH, revision=2),
+                        TRAINING_LIBS + ("onnxruntime", "numpy"), BOTH, revision=3),
     # (1: the Pareto plot across runtimes, and the latency and size plots)
     "report": StageEntry(ReportConfig, "edgekd.report.stage", ("pipeline",), ("matplotlib",), BOTH, revision=1),
 }

@@ -93,7 +93,7 @@ def plan_targets(artifacts: dict[str, Artifact], cfg: BenchConfig) -> list[Targe
             targets.append(Target(
                 name="bundle end-to-end (tokenizer + onnxruntime)", path=art.path, runtime="bundle",
                 pad_id=art.pad_id, model=model.source if model else art.source, role=art.role, format="bundle",
-                # (the bundle's mobile copy, model.ort and its operator list, is not what this row runs)
+                # (the bundle's phone files, model.ort / .tflite / .pte, are not what this row runs)
                 precision=art.precision, file_bytes=folder_size(art.path) - art.meta.get("mobile_bytes", 0),
                 parameters=_parameters(artifacts[model.source].path) if model and model.source in artifacts else None))
     if not targets:

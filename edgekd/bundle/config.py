@@ -59,7 +59,7 @@ class BundleConfig(StrictModel):
         mobile = [f"{runtime} {m[f'{runtime}_bytes'] / 1e6:.1f} MB" for runtime in ("ort", "litert", "executorch")
                   if f"{runtime}_bytes" in m]
         if mobile:
-            line += f" (with the same model for {', '.join(mobile)})"
+            line += f" (with files of the same precision for {', '.join(mobile)})"
         gate = m.get("quality_gate")
         if gate:
             verdict = "over the limit, bundled anyway" if gate["over"] else "within the limit"

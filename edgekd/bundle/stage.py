@@ -1,7 +1,8 @@
-"""Pipeline adapter: assemble the deployable bundle (model.onnx, tokenizer.json, labels, manifest), plus the same
-model for each phone runtime the run's mobile stage converted it to and gated: model.ort with its
-required_operators.config (ONNX Runtime Mobile), and model.tflite (LiteRT) and model.pte (ExecuTorch) of the same
-precision made from the PyTorch model it was exported from. deploy/edgekd_runtime.py runs any of them."""
+"""Pipeline adapter: assemble the deployable bundle (model.onnx, tokenizer.json, labels, manifest), plus the phone
+runtimes' files the run's mobile stage made and gated: model.ort with its required_operators.config (ONNX Runtime
+Mobile: this very ONNX model), and model.tflite (LiteRT) and model.pte (ExecuTorch) of the same precision family,
+converted from the PyTorch model it was exported from by their own quantizers (so their int8 predictions can differ
+from model.onnx's). deploy/edgekd_runtime.py runs any of them."""
 
 import json
 import shutil

@@ -58,9 +58,8 @@ class QuantizeConfig(StrictModel):
                                                        "validation drop fits the budget; none: no guard")
     embedding_bits: Literal[8, 4] = Field(
         8, description="embedding tables: 8 (int8 like every other weight) or 4 (the word table as symmetric 4-bit "
-        "blocks of 16 along hidden with fp16 scales, and the position table as 8-bit blocks of 32, read by ONNX "
-        "Runtime's GatherBlockQuantized: about 40% fewer bytes for the word table, and fewer flipped predictions "
-        "than int8's one scale per table)")
+        "blocks of 16 along hidden with fp16 scales, and the position table as 8-bit blocks of 32 instead of one "
+        "int8 scale per table, read by ONNX Runtime's GatherBlockQuantized: about 40% fewer bytes for the word table)")
     lm: QuantizeLMConfig | None = Field(None, description="task causal-lm only (filled in for it): int8 / int4 modes "
                                         "and the perplexity-drift gate")
 
