@@ -31,6 +31,7 @@ from edgekd.artifacts import (STAGING_MARK, Artifact, StagingDir, atomic_write_j
 from edgekd.config import PipelineConfig
 from edgekd.digest import default_cache
 from edgekd.errors import EdgekdError
+from edgekd.report.plot_runtimes import LATENCY_PNG, SIZE_PNG
 from edgekd.runlock import RunLock
 from edgekd.stage_context import StageContext
 from edgekd.stages import STAGES
@@ -294,7 +295,7 @@ def _retire(folder: Path) -> None:
 
 
 # The report files copied to the top of the run directory; the plots of runtimes exist only when rows qualify.
-OPTIONAL_REPORT_FILES = ("report_latency.png", "report_size.png")
+OPTIONAL_REPORT_FILES = (LATENCY_PNG, SIZE_PNG)
 REPORT_FILES = ("report.json", "report.md", "report.png", *OPTIONAL_REPORT_FILES)
 
 

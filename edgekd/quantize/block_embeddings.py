@@ -44,11 +44,6 @@ def embedding_gathers(graph_path: Path) -> tuple[str | None, list[str]]:
     return tables[0][1], [name for _, name, shape in tables[1:] if shape[0] >= MIN_TABLE_ROWS]
 
 
-def word_embedding_gather(graph_path: Path) -> str | None:
-    """Name of the Gather that reads the word embeddings (the largest float table)."""
-    return embedding_gathers(graph_path)[0]
-
-
 CLIP_RATIOS = np.linspace(0.6, 1.0, 21)  # scale = ratio * max|w| / 7, the ratio with the least squared error wins
 
 
