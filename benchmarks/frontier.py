@@ -91,8 +91,103 @@ def is_classifier_result(result: dict) -> bool:
     return bool((result.get("headline") or {}).get("student")) and result.get("report", {}).get("task") != "causal-lm"
 
 
+def _stage_folder(report: dict, kind: str) -> str | None:
+    return next((s.get("folder") for s in report.get("stages", []) if s["kind"] == kind), None)
+
+
+def _named_row(report: dict, name: str) -> dict | None:
+    return next((r for r in report["rows"] if r["name"] == name), None)
+
+
+def _delta(row: dict | None, teacher_accuracy: float) -> float | None:
+    return None if row is None else round(100 * (row["accuracy"] - teacher_accuracy), 2)
+
+
+def gap_rows(results: list[tuple[str, dict]]) -> list[dict]:
+    """Where the int8 student's accuracy gap comes from, one row per training of the default pipeline (its teacher
+    and distill folders), from that training's newest result: the teacher's own int8 path (the peer), the fp32
+    student (pruning + distillation) and the int8 student, each against the same teacher on the same texts."""
+    newest: dict[tuple, tuple[str, dict]] = {}
+    for name, summary in results:  # oldest first: a later result of the same training replaces the earlier one
+        if summary.get("variant"):
+            continue
+        report = summary["report"]
+        newest[(_stage_folder(report, "teacher"), _stage_folder(report, "distill"))] = (name, summary)
+    out = []
+    for name, summary in sorted(newest.values(), key=lambda item: item[0]):
+        h, report = summary["headline"], summary["report"]
+        fp32 = _delta(_named_row(report, h["student"].replace(".int8-dynamic", "").replace(".int8-static", "")),
+                      h["teacher_accuracy"])
+        int8 = h["accuracy_delta_pt"]
+        peer = h.get("peer_accuracy")
+        out.append({"result": name, "teacher_accuracy": h["teacher_accuracy"], "int8": int8, "fp32": fp32,
+                    "peer": None if peer is None else round(100 * (peer - h["teacher_accuracy"]), 2),
+                    "quantizing": None if fp32 is None else round(int8 - fp32, 2),
+                    "how": _how(report).split("; vocabulary")[0]})
+    return out
+
+
+def _mean(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    return f"{sum(values) / len(values):+.2f} (n={len(values)})" if values else "–"
+
+
+def _signed(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.2f}"
+
+
+def gap_table(results: list[tuple[str, dict]]) -> list[str]:
+    rows = gap_rows(results)
+    if not rows:
+        return []
+    recipe = rows[-1]["how"]  # the newest training's prune + distill recipe: the mean is over trainings of it
+    same = [r for r in rows if r["how"] == recipe]
+    lines = ["## Where the gap comes from: every training of the default pipeline", "",
+             "Test accuracy in points against each training's own teacher (same 1,913 texts). The peer is the teacher "
+             "quantized by optimum's int8 path (ONNX Runtime dynamic int8): what int8 alone costs this model. "
+             "\"fp32 student\" is what pruning and distillation cost; \"quantizing\" is the int8 student minus the fp32 "
+             "student.", "",
+             "| result | teacher | peer (teacher int8) | fp32 student | int8 student | quantizing | how the student was made |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['result']} | {percent(r['teacher_accuracy'])} | {_signed(r['peer'])} | {_signed(r['fp32'])} | "
+                     f"{_signed(r['int8'])} | {_signed(r['quantizing'])} | {r['how']} |")
+    lines.append(f"| mean of the {len(same)} trainings of the newest recipe | – | {_mean([r['peer'] for r in same])} | "
+                 f"{_mean([r['fp32'] for r in same])} | {_mean([r['int8'] for r in same])} | "
+                 f"{_mean([r['quantizing'] for r in same])} | {recipe} |")
+    return lines + [""]
+
+
+def shape_table(results: list[tuple[str, dict]]) -> list[str]:
+    """The shape sweep (benchmarks/shape_sweep.py): students of other shapes distilled from one teacher, beside the
+    newest default-pipeline result from that same teacher."""
+    variants = [(n, s) for n, s in results if s.get("variant")]
+    if not variants:
+        return []
+    teachers = {_stage_folder(s["report"], "teacher") for _, s in variants}
+    defaults = [(n, s) for n, s in results if not s.get("variant")
+                and _stage_folder(s["report"], "teacher") in teachers]
+    lines = ["## Other shapes from the same teacher", "",
+             "Written with benchmarks/shape_sweep.py: the default pipeline with one prune or distill setting changed "
+             "(no ablation stage), trained from the default run's own teacher and benched against it in its own run. "
+             "One training each: a single training's accuracy moves by about half a point.", "",
+             "| result | change | int8 speed-up vs teacher ORT fp32 [interval] | int8 p50 ms | fp32 student Δ | "
+             "int8 student Δ [interval] | smaller than teacher | meets all three | how it was made |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, summary in defaults[-1:] + variants:
+        row = next(r for r in frontier_rows(summary, name) if r["row"] == summary["headline"]["student"])
+        gap = gap_rows([(name, {**summary, "variant": None})])[0]
+        change = " ".join(summary["variant"]["overrides"]) if summary.get("variant") else "none (the default pipeline)"
+        lines.append(f"| [{name}]({name}.md) | {change} | {faster(row['speedup'])} [{row['low']:.2f}–{row['high']:.2f}] | "
+                     f"{row['p50_ms']:.2f} | {_signed(gap['fp32'])} | {row['accuracy_delta_pt']:+.2f}"
+                     f"{_interval(row['accuracy_vs'])} | {row['size_ratio']:.2f}× | {'yes' if meets(row) else 'no'} | "
+                     f"{row['how']} |")
+    return lines + [""]
+
+
 def render(folder: Path = RESULTS) -> str:
-    results = sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
+    paths = sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
+    loaded = [(p.stem, json.loads(p.read_text())) for p in paths]
     lines = [
         "# The frontier: students measured by the default pipeline's bench stage",
         "",
@@ -103,13 +198,17 @@ def render(folder: Path = RESULTS) -> str:
         "1 point of test accuracy is 19 of the 1,913 test texts, and retraining the same student moves it by "
         "about half a point (see the distill-seeds results).",
         "",
+        *gap_table(loaded),
+        *shape_table(loaded),
+        "## Every student row of every result",
+        "",
         "| result | model | speed-up vs teacher ORT fp32 [interval] | p50 ms | test accuracy (Δ vs teacher) | "
         "smaller than teacher | meets all three | how it was made |",
         "|---|---|---|---|---|---|---|---|",
     ]
     paired = None
-    for path in results:
-        for r in frontier_rows(json.loads(path.read_text()), path.stem):
+    for path, (_, summary) in zip(paths, loaded):
+        for r in frontier_rows(summary, path.stem):
             paired = paired or r["accuracy_vs"]
             lines.append(
                 f"| [{path.stem}]({path.with_suffix('.md').name}) | {r['row']} | {faster(r['speedup'])} "

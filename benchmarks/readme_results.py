@@ -153,8 +153,9 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
 
 
 def results_in_order(folder: Path = ROOT / "benchmarks" / "results") -> list[Path]:
-    """Result files of this schema (those with a headline student), oldest first."""
-    return sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
+    """Result files of the default pipeline (a headline student, no shape_sweep.py variant), oldest first."""
+    return sorted(p for p in folder.glob("*.json")
+                  if is_classifier_result(result := json.loads(p.read_text())) and not result.get("variant"))
 
 
 def render_newest(readme_root: Path = ROOT) -> str:

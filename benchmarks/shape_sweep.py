@@ -1,0 +1,123 @@
+"""Other student shapes from the default pipeline's own teacher: the frontier along depth, width and budget.
+
+    python benchmarks/shape_sweep.py [--variants 5-layers 3-layers ...] [--fresh]
+
+Each variant is the default pipeline (pipelines/minilm-rotten-tomatoes.yaml) with a few fields changed
+(VARIANTS below), run in its own folder runs/shape-sweep/<variant>. Its data, teacher and peer stages are
+the default run's finished folders, hard-linked in (their keys do not depend on the student), so every
+variant is distilled from the same teacher and benched against it on the same test texts, threads and
+runtime as the default student. Two things are cut to keep a variant near 15 minutes on 2 cores: the
+ablation stage (a hard-label twin per shape would double it) and the ExecuTorch/LiteRT conversions (the
+goal is measured on ONNX Runtime). Run the default pipeline first; a variant stops if its teacher is missing.
+
+Writes benchmarks/results/<measured>-minilm-rotten-tomatoes--<variant>.json and .md, the same schema
+as benchmarks/run_default.py plus a "variant" entry ({name, overrides}), and rewrites frontier.md.
+The README's results block keeps showing the newest default-pipeline result: variants never replace it.
+Selection inside each run uses the validation split only; test numbers are reported, never used.
+"""
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from edgekd.artifacts import atomic_write_json, atomic_write_text, read_manifest  # noqa: E402
+from edgekd.config import load_pipeline, validate_pipeline  # noqa: E402
+from edgekd.pipeline import run_pipeline  # noqa: E402
+
+PIPELINE = ROOT / "pipelines" / "minilm-rotten-tomatoes.yaml"
+# name -> overrides of the default pipeline (the default keeps 4 of 6 layers, width 320, 6 heads, FFN 768,
+# 3 distillation epochs). Depth moves speed most; width and epochs are the other two knobs.
+VARIANTS = {
+    "5-layers": ["stages.prune.layer_ratio=0.167"],
+    "3-layers": ["stages.prune.layer_ratio=0.5"],
+    "6-epochs": ["stages.distill.epochs=6"],
+    "width-384": ["stages.prune.hidden_ratio=0.0"],
+}
+SHARED_KINDS = ("teacher", "peer")  # stages whose key does not depend on the student: linked from the default run
+SKIPPED_KINDS = ("ablation",)
+
+
+def variant_config(name: str):
+    """The default pipeline with the variant's overrides, no ablation stage, and .ort as the only mobile target."""
+    config = load_pipeline(PIPELINE, VARIANTS[name])
+    data = config.model_dump(mode="json", exclude_unset=True)
+    data["stages"] = [s for s in data["stages"] if s["kind"] not in SKIPPED_KINDS]
+    for stage in data["stages"]:
+        if stage["kind"] == "mobile":
+            stage["targets"] = ["ort"]
+    return validate_pipeline(data, where=f"variant {name}")
+
+
+def link_shared_stages(default_run: Path, variant_run: Path) -> None:
+    """Hard-link the default run's data folder and its teacher/peer stage folders into the variant's run folder.
+    Finished stage folders are never written again, so the links cost no space and change nothing."""
+    record = json.loads((default_run / "run.json").read_text())
+    folders = [record["data"]] + [s["folder"] for s in record["stages"] if s["kind"] in SHARED_KINDS]
+    for folder in folders:
+        source, target = default_run / folder, variant_run / folder
+        if target.exists():
+            continue
+        for path in sorted(source.rglob("*")):
+            dest = target / path.relative_to(source)
+            if path.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, dest)
+
+
+def write_result(run_dir: Path, result, config, name: str, out: Path) -> Path:
+    bench_record = next(r for r in result.stages if r.kind == "bench")
+    measured = read_manifest(bench_record.folder)["finished"]
+    report = json.loads((run_dir / "report.json").read_text())
+    stamp = measured.replace(":", "").replace("+0000", "Z")[:17]
+    stem = out / f"{stamp}-{config.name}--{name}"
+    summary = {"pipeline": config.name, "variant": {"name": name, "overrides": VARIANTS[name]},
+               "measured": measured, "machine": report["machine"], "load": report["bench"]["load"],
+               "stage_seconds": {s["kind"]: s["seconds"] for s in report["stages"]},
+               "headline": report["headline"], "report": report}
+    atomic_write_json(stem.with_suffix(".json"), summary)
+    md = re.sub(r"!\[[^\]]*\]\([^)]*\.png\)\n", "", (run_dir / "report.md").read_text())  # plots stay in the run
+    atomic_write_text(stem.with_suffix(".md"), f"Variant `{name}` of the default pipeline: {' '.join(VARIANTS[name])}"
+                      f" (benchmarks/shape_sweep.py).\n\n{md}")
+    return stem
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--default-run", default=str(ROOT / "runs" / "minilm-rotten-tomatoes"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "shape-sweep"), help="one run folder per variant")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--fresh", action="store_true", help="measure each variant's bench again")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    default_run = Path(args.default_run)
+    if not (default_run / "run.json").is_file():
+        parser.error(f"{default_run}/run.json not found: run the default pipeline first (make demo)")
+    for name in args.variants:
+        config = variant_config(name)
+        run_dir = Path(args.work) / name / config.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        link_shared_stages(default_run, run_dir)
+        logging.info("variant %s: %s, in %s", name, " ".join(VARIANTS[name]), run_dir)
+        result = run_pipeline(config, run_dir=run_dir, force=frozenset({"bench"}) if args.fresh else frozenset())
+        stem = write_result(run_dir, result, config, name, Path(args.out))
+        print(f"wrote {stem}.json and {stem}.md")
+    from frontier import RESULTS, render
+
+    atomic_write_text(RESULTS / "frontier.md", render())
+    print("benchmarks/results/frontier.md rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The shape sweep's variants share the default run's teacher, and the frontier tables read them without mixing
+them into the README's default-pipeline numbers."""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import load_benchmark_script
+
+TEACHER, STUDENT, FP32 = "teacher onnxruntime cpu", "student.int8-dynamic onnxruntime cpu", "student onnxruntime cpu"
+
+
+def _summary(teacher_folder: str, distill_folder: str, teacher_acc: float, fp32_acc: float, int8_acc: float,
+             peer_acc: float | None = None, variant: str | None = None) -> dict:
+    """A result file of the shape benchmarks/run_default.py writes, cut to what the frontier reads."""
+    def row(name, role, precision, acc, size, p50):
+        return {"name": name, "role": role, "runtime": "onnxruntime", "precision": precision, "accuracy": acc,
+                "file_bytes": size, "latency_ms": {"real_b1_t1": {"p50": p50}},
+                "speedup_vs": {} if role == "teacher" else
+                {TEACHER: {"real_b1_t1": {"median": 4.0 / p50, "low": 3.9 / p50, "high": 4.1 / p50}}}}
+    rows = [row(TEACHER, "teacher", "fp32", teacher_acc, 91_000_000, 4.0),
+            row(FP32, "student", "fp32", fp32_acc, 45_000_000, 0.9),
+            row(STUDENT, "student", "int8-dynamic", int8_acc, 8_500_000, 0.5)]
+    if peer_acc is not None:
+        rows.append(row("peer.int8-dynamic onnxruntime cpu", "peer", "int8-dynamic", peer_acc, 23_000_000, 2.5))
+    stages = [{"kind": "teacher", "folder": teacher_folder},
+              {"kind": "prune", "folder": "02-prune-x", "metrics": {
+                  "kept_layers": [0, 1, 2, 5], "hidden_after": 320, "layout": {"heads": [6], "ffn": [768]}}},
+              {"kind": "distill", "folder": distill_folder, "metrics": {"epochs_run": 3}}]
+    headline = {"student": STUDENT, "teacher_onnxruntime": TEACHER, "setting": "real_b1_t1",
+                "teacher_accuracy": teacher_acc, "accuracy_delta_pt": round(100 * (int8_acc - teacher_acc), 2)}
+    if peer_acc is not None:
+        headline["peer_accuracy"] = peer_acc
+    out = {"headline": headline, "report": {"task": "text-classification", "stages": stages, "rows": rows}}
+    if variant:
+        out["variant"] = {"name": variant, "overrides": ["stages.prune.layer_ratio=0.167"]}
+    return out
+
+
+def _write(folder, name, summary):
+    (folder / f"{name}.json").write_text(json.dumps(summary))
+
+
+def test_gap_rows_take_each_trainings_newest_result_and_split_the_gap(tmp_path):
+    frontier = load_benchmark_script("frontier")
+    _write(tmp_path, "a-old", _summary("t1", "d1", 0.85, 0.84, 0.83, 0.845))
+    _write(tmp_path, "b-requantized", _summary("t1", "d1", 0.85, 0.84, 0.835, 0.845))  # same training, newer
+    _write(tmp_path, "c-other", _summary("t2", "d2", 0.84, 0.835, 0.836, 0.842))
+    _write(tmp_path, "d-variant", _summary("t2", "d3", 0.84, 0.80, 0.79, 0.842, variant="5-layers"))
+    loaded = [(p.stem, json.loads(p.read_text())) for p in sorted(tmp_path.glob("*.json"))]
+    rows = frontier.gap_rows(loaded)
+    assert [r["result"] for r in rows] == ["b-requantized", "c-other"]  # one per training, no variant
+    b = rows[0]
+    assert (b["peer"], b["fp32"], b["int8"], b["quantizing"]) == (-0.5, -1.0, -1.5, -0.5)
+    table = "\n".join(frontier.gap_table(loaded))
+    # means of both trainings (same recipe): peer -0.5/+0.2, fp32 -1.0/-0.5, int8 -1.5/-0.4, quantizing -0.5/+0.1
+    assert "| -0.15 (n=2) | -0.75 (n=2) | -0.95 (n=2) | -0.20 (n=2) |" in table and "mean of the 2 trainings" in table
+
+
+def test_shape_table_puts_variants_beside_the_default_result_of_their_teacher(tmp_path):
+    frontier = load_benchmark_script("frontier")
+    _write(tmp_path, "a-default-other-teacher", _summary("t0", "d0", 0.85, 0.84, 0.83))
+    _write(tmp_path, "b-default", _summary("t1", "d1", 0.85, 0.84, 0.83, 0.845))
+    _write(tmp_path, "c-5-layers", _summary("t1", "d2", 0.85, 0.848, 0.845, 0.845, variant="5-layers"))
+    text = frontier.render(tmp_path)
+    table = text.split("## Other shapes from the same teacher", 1)[1].split("##", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("| [")]
+    assert [line.split("]")[0] for line in lines] == ["| [b-default", "| [c-5-layers"]
+    assert "none (the default pipeline)" in lines[0] and "stages.prune.layer_ratio=0.167" in lines[1]
+    # 8x faster, -0.5 points, 10.7x smaller: the variant meets the goal; the default (-2.0 points) does not
+    assert lines[1].split(" | ")[7] == "yes" and lines[0].split(" | ")[7] == "no"
+    assert lines[1].split(" | ")[4:6] == ["-0.20", "-0.50"]  # fp32 and int8 student against the same teacher
+
+
+def test_readme_block_ignores_variants(tmp_path):
+    readme = load_benchmark_script("readme_results")
+    _write(tmp_path, "2026-01-01T000000-x", _summary("t1", "d1", 0.85, 0.84, 0.83))
+    _write(tmp_path, "2026-01-02T000000-x--5-layers", _summary("t1", "d2", 0.85, 0.84, 0.84, variant="5-layers"))
+    assert [p.stem for p in readme.results_in_order(tmp_path)] == ["2026-01-01T000000-x"]
+
+
+def test_a_variant_changes_only_its_fields_and_keeps_the_teacher_and_data():
+    sweep = load_benchmark_script("shape_sweep")
+    from edgekd.config import load_pipeline
+
+    default = load_pipeline(sweep.PIPELINE)
+    for name, overrides in sweep.VARIANTS.items():
+        config = sweep.variant_config(name)
+        kinds = [s.kind for s in config.stages]
+        assert "ablation" not in kinds and kinds == [s.kind for s in default.stages if s.kind != "ablation"]
+        stages = {s.kind: s for s in config.stages}
+        assert stages["mobile"].targets == ["ort"]
+        # The teacher's key is made of these: equal, so the variant reuses the default run's teacher.
+        assert stages["teacher"] == next(s for s in default.stages if s.kind == "teacher")
+        assert (config.model, config.data, config.seed) == (default.model, default.data, default.seed)
+        for item in overrides:
+            dotted, value = item.split("=")
+            _, kind, field = dotted.split(".")
+            assert getattr(stages[kind], field) == pytest.approx(float(value))
+
+
+def test_shared_stages_are_hard_links_and_linking_again_changes_nothing(tmp_path):
+    sweep = load_benchmark_script("shape_sweep")
+    default = tmp_path / "default"
+    for folder in ("00-data-a", "01-teacher-b", "02-prune-c", "09-peer-d"):
+        (default / folder / "model").mkdir(parents=True)
+        (default / folder / "model" / "weights.bin").write_bytes(folder.encode())
+    (default / "run.json").write_text(json.dumps({"data": "00-data-a", "stages": [
+        {"kind": "teacher", "folder": "01-teacher-b"}, {"kind": "prune", "folder": "02-prune-c"},
+        {"kind": "peer", "folder": "09-peer-d"}]}))
+    variant = tmp_path / "variant"
+    sweep.link_shared_stages(default, variant)
+    assert sorted(p.name for p in variant.iterdir()) == ["00-data-a", "01-teacher-b", "09-peer-d"]  # not the prune
+    for folder in ("00-data-a", "01-teacher-b", "09-peer-d"):
+        assert os.path.samefile(default / folder / "model" / "weights.bin", variant / folder / "model" / "weights.bin")
+    sweep.link_shared_stages(default, variant)  # a rerun (resume) finds the folders there and leaves them
+    assert (variant / "01-teacher-b" / "model" / "weights.bin").read_bytes() == b"01-teacher-b"
