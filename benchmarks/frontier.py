@@ -121,6 +121,8 @@ def gap_rows(results: list[tuple[str, dict]]) -> list[dict]:
         int8 = h["accuracy_delta_pt"]
         peer = h.get("peer_accuracy")
         out.append({"result": name, "teacher_accuracy": h["teacher_accuracy"], "int8": int8, "fp32": fp32,
+                    "fp32_validation": validation_delta(report),
+                    "test_texts": ((report.get("data") or {}).get("sizes") or {}).get("test"),
                     "peer": None if peer is None else round(100 * (peer - h["teacher_accuracy"]), 2),
                     "quantizing": None if fp32 is None else round(int8 - fp32, 2),
                     "how": _how(report).split("; vocabulary")[0]})
@@ -143,19 +145,31 @@ def gap_table(results: list[tuple[str, dict]]) -> list[str]:
     recipe = rows[-1]["how"]  # the newest training's prune + distill recipe: the mean is over trainings of it
     same = [r for r in rows if r["how"] == recipe]
     lines = ["## Where the gap comes from: every training of the default pipeline", "",
-             "Test accuracy in points against each training's own teacher (same 1,913 texts). The peer is the teacher "
+             f"Test accuracy in points against each training's own teacher (the same {rows[-1]['test_texts'] or 0:,} "
+             "texts). The peer is the teacher "
              "quantized by optimum's int8 path (ONNX Runtime dynamic int8): what int8 alone costs this model. "
              "\"fp32 student\" is what pruning and distillation cost; \"quantizing\" is the int8 student minus the fp32 "
-             "student.", "",
-             "| result | teacher | peer (teacher int8) | fp32 student | int8 student | quantizing | how the student was made |",
-             "|---|---|---|---|---|---|---|"]
+             "student. The fp32 student's difference on the validation split (which training selects on) is beside it.",
+             "",
+             "| result | teacher | peer (teacher int8) | fp32 student, validation | fp32 student | int8 student | quantizing "
+             "| how the student was made |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['result']} | {percent(r['teacher_accuracy'])} | {_signed(r['peer'])} | {_signed(r['fp32'])} | "
-                     f"{_signed(r['int8'])} | {_signed(r['quantizing'])} | {r['how']} |")
+        lines.append(f"| {r['result']} | {percent(r['teacher_accuracy'])} | {_signed(r['peer'])} | "
+                     f"{_signed(r['fp32_validation'])} | {_signed(r['fp32'])} | {_signed(r['int8'])} | "
+                     f"{_signed(r['quantizing'])} | {r['how']} |")
     lines.append(f"| mean of the {len(same)} trainings of the newest recipe | – | {_mean([r['peer'] for r in same])} | "
+                 f"{_mean([r['fp32_validation'] for r in same])} | "
                  f"{_mean([r['fp32'] for r in same])} | {_mean([r['int8'] for r in same])} | "
                  f"{_mean([r['quantizing'] for r in same])} | {recipe} |")
     return lines + [""]
+
+
+def validation_delta(report: dict) -> float | None:
+    """The distilled fp32 student's validation accuracy minus its teacher's, in points (the stage metrics)."""
+    metrics = {s["kind"]: (s.get("metrics") or {}).get("validation") or {} for s in report.get("stages", [])}
+    student, teacher = metrics.get("distill", {}).get("accuracy"), metrics.get("teacher", {}).get("accuracy")
+    return None if student is None or teacher is None else round(100 * (student - teacher), 2)
 
 
 def shape_table(results: list[tuple[str, dict]]) -> list[str]:
@@ -167,27 +181,68 @@ def shape_table(results: list[tuple[str, dict]]) -> list[str]:
     teachers = {_stage_folder(s["report"], "teacher") for _, s in variants}
     defaults = [(n, s) for n, s in results if not s.get("variant")
                 and _stage_folder(s["report"], "teacher") in teachers]
+    sizes = (variants[-1][1]["report"].get("data") or {}).get("sizes") or {}
     lines = ["## Other shapes from the same teacher", "",
              "Written with benchmarks/shape_sweep.py: the default pipeline with one prune or distill setting changed "
              "(no ablation stage), trained from the default run's own teacher and benched against it in its own run. "
-             "One training each: a single training's accuracy moves by about half a point.", "",
-             "| result | change | int8 speed-up vs teacher ORT fp32 [interval] | int8 p50 ms | fp32 student Δ | "
-             "int8 student Δ [interval] | smaller than teacher | meets all three | how it was made |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "One training each: a single training's accuracy moves by about half a point. Validation "
+             f"({sizes.get('validation', 0):,} texts) is what training selects on; test ({sizes.get('test', 0):,} "
+             "texts) only reports.", "",
+             "| result | change | int8 speed-up vs teacher ORT fp32 [interval] | int8 p50 ms | fp32 student Δ validation | "
+             "fp32 student Δ test | int8 student Δ test [interval] | smaller than teacher | meets all three | "
+             "how it was made |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    ranked = []  # (label, fp32 student Δ on validation, on test)
     for name, summary in defaults[-1:] + variants:
         row = next(r for r in frontier_rows(summary, name) if r["row"] == summary["headline"]["student"])
         gap = gap_rows([(name, {**summary, "variant": None})])[0]
         change = " ".join(summary["variant"]["overrides"]) if summary.get("variant") else "none (the default pipeline)"
+        ranked.append((summary["variant"]["name"] if summary.get("variant") else "default", gap["fp32_validation"],
+                       gap["fp32"]))
         lines.append(f"| [{name}]({name}.md) | {change} | {faster(row['speedup'])} [{row['low']:.2f}–{row['high']:.2f}] | "
-                     f"{row['p50_ms']:.2f} | {_signed(gap['fp32'])} | {row['accuracy_delta_pt']:+.2f}"
+                     f"{row['p50_ms']:.2f} | {_signed(validation_delta(summary['report']))} | {_signed(gap['fp32'])} | "
+                     f"{row['accuracy_delta_pt']:+.2f}"
                      f"{_interval(row['accuracy_vs'])} | {row['size_ratio']:.2f}× | {'yes' if meets(row) else 'no'} | "
                      f"{row['how']} |")
+    if all(v is not None and t is not None for _, v, t in ranked):
+        order = lambda i: ", ".join(r[0] for r in sorted(ranked, key=lambda r: -r[i]))  # noqa: E731
+        lines += ["", f"The fp32 students ranked by validation, what selection may use: {order(1)}. "
+                  f"Ranked by test, which only reports: {order(2)}."]
     return lines + [""]
 
 
-def render(folder: Path = RESULTS) -> str:
+def load_results(folder: Path = RESULTS) -> list[tuple[str, dict]]:
+    """Every classifier result in the folder, oldest first, as (file stem, summary)."""
     paths = sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
-    loaded = [(p.stem, json.loads(p.read_text())) for p in paths]
+    return [(p.stem, json.loads(p.read_text())) for p in paths]
+
+
+def summary_line(loaded: list[tuple[str, dict]]) -> str:
+    """One README bullet: how the goal stands over every training of the current recipe, and the other shapes."""
+    rows = gap_rows(loaded)
+    if not rows:
+        return ""
+    same = [r for r in rows if r["how"] == rows[-1]["how"]]
+    mean = lambda key: _mean([r[key] for r in same]).split(" (n=")[0]  # noqa: E731  (n is said once, below)
+    line = (f"- The goal (≥ {GOAL['speedup']:.0f}× faster than the teacher on ONNX Runtime fp32, within "
+            f"{-GOAL['accuracy_delta_pt']:.0f} point, ≥ {GOAL['size_ratio']:.0f}× smaller) across results: "
+            "[benchmarks/results/frontier.md](benchmarks/results/frontier.md). Over the "
+            f"{len(same)} trainings of this recipe the int8 student's test accuracy differs from its teacher's by "
+            f"{mean('int8')} points on average (the fp32 student {mean('fp32')}, and {mean('fp32_validation')} on "
+            f"validation; the teacher's own int8, the peer, {mean('peer')}).")
+    variants = [(n, s) for n, s in loaded if s.get("variant")]
+    shapes = []
+    for name, summary in variants:
+        row = next(r for r in frontier_rows(summary, name) if r["row"] == summary["headline"]["student"])
+        shapes.append(f"{summary['variant']['name']} {row['speedup']:.2f}×, {row['accuracy_delta_pt']:+.2f} points, "
+                      f"{row['size_ratio']:.2f}× smaller")
+    if shapes:
+        line += " Other shapes from one teacher (int8, one training each): " + "; ".join(shapes) + "."
+    return line
+
+
+def render(folder: Path = RESULTS) -> str:
+    loaded = load_results(folder)
     lines = [
         "# The frontier: students measured by the default pipeline's bench stage",
         "",
@@ -207,11 +262,11 @@ def render(folder: Path = RESULTS) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     paired = None
-    for path, (_, summary) in zip(paths, loaded):
-        for r in frontier_rows(summary, path.stem):
+    for stem, summary in loaded:
+        for r in frontier_rows(summary, stem):
             paired = paired or r["accuracy_vs"]
             lines.append(
-                f"| [{path.stem}]({path.with_suffix('.md').name}) | {r['row']} | {faster(r['speedup'])} "
+                f"| [{stem}]({stem}.md) | {r['row']} | {faster(r['speedup'])} "
                 f"[{r['low']:.2f}–{r['high']:.2f}] | {r['p50_ms']:.2f} | {percent(r['accuracy'])} "
                 f"({r['accuracy_delta_pt']:+.2f}{_interval(r['accuracy_vs'])}) | {r['size_ratio']:.2f}× | "
                 f"{'yes' if meets(r) else 'no'} | {r['how']} |")

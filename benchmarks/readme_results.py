@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from edgekd.report.markdown import faster, percent  # noqa: E402  (the report's own wording)
-from frontier import is_classifier_result  # noqa: E402
+from frontier import is_classifier_result, load_results, summary_line  # noqa: E402
 
 BEGIN, END = "<!-- results:begin (written by benchmarks/readme_results.py) -->", "<!-- results:end -->"
 
@@ -92,7 +92,8 @@ def _repeat_line(summary: dict, previous: dict, previous_path: str) -> str:
             f"on ONNX Runtime was {before['median']:.2f}× then {now['median']:.2f}×.")
 
 
-def render(summary: dict, result_path: str, previous: dict | None = None, previous_path: str | None = None) -> str:
+def render(summary: dict, result_path: str, previous: dict | None = None, previous_path: str | None = None,
+           frontier_line: str = "") -> str:
     report, h = summary["report"], summary["headline"]
     rows = report["rows"]
     student, teacher = _row(rows, h["student"]), _row(rows, h["teacher_onnxruntime"])
@@ -147,6 +148,8 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
             lines.append(f"- Ablation, PyTorch fp32 on the test split: the {what} reached {percent(r['accuracy'])} "
                          f"(macro-F1 {r['macro_f1']:.4f}) against {percent(distilled['accuracy'])} "
                          f"({distilled['macro_f1']:.4f}) for the distilled student, {r['accuracy_delta_pt']:+.2f} points.")
+    if frontier_line:
+        lines.append(frontier_line)
     if previous is not None:
         lines.append(_repeat_line(summary, previous, previous_path))
     return "\n".join(lines)
@@ -166,7 +169,8 @@ def render_newest(readme_root: Path = ROOT) -> str:
     previous = next((p for p in reversed(results[:-1]) if _same_setup(json.loads(p.read_text()), summary)), None)
     rel = lambda p: p.resolve().relative_to(readme_root).as_posix()  # noqa: E731
     return render(summary, rel(newest), json.loads(previous.read_text()) if previous else None,
-                  rel(previous) if previous else None)
+                  rel(previous) if previous else None,
+                  summary_line(load_results(readme_root / "benchmarks" / "results")))
 
 
 def _same_setup(a: dict, b: dict) -> bool:

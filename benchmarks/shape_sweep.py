@@ -3,16 +3,18 @@
     python benchmarks/shape_sweep.py [--variants 5-layers 3-layers ...] [--fresh]
 
 Each variant is the default pipeline (pipelines/minilm-rotten-tomatoes.yaml) with a few fields changed
-(VARIANTS below), run in its own folder runs/shape-sweep/<variant>. Its data, teacher and peer stages are
-the default run's finished folders, hard-linked in (their keys do not depend on the student), so every
-variant is distilled from the same teacher and benched against it on the same test texts, threads and
-runtime as the default student. Two things are cut to keep a variant near 15 minutes on 2 cores: the
-ablation stage (a hard-label twin per shape would double it) and the ExecuTorch/LiteRT conversions (the
-goal is measured on ONNX Runtime). Run the default pipeline first; a variant stops if its teacher is missing.
+(VARIANTS below), run in its own folder runs/shape-sweep/<variant>. Its data split and teacher are the
+default run's finished folders, hard-linked in (their keys do not depend on the student), so every variant
+is distilled from the same teacher and benched against it on the same test texts, threads and runtime as
+the default student. (The peer is made again from that teacher in seconds: a stage's key names its
+parent.) Two things are cut to keep a variant near 15 minutes on 2 cores: the ablation stage (a hard-label
+twin per shape would double it) and the ExecuTorch/LiteRT conversions (the goal is measured on ONNX
+Runtime). Run the default pipeline first (make demo): without its run.json the sweep stops with one line.
 
 Writes benchmarks/results/<measured>-minilm-rotten-tomatoes--<variant>.json and .md, the same schema
-as benchmarks/run_default.py plus a "variant" entry ({name, overrides}), and rewrites frontier.md.
-The README's results block keeps showing the newest default-pipeline result: variants never replace it.
+as benchmarks/run_default.py plus a "variant" entry ({name, overrides}), and rewrites frontier.md and
+the README's frontier line. The README's results block keeps showing the newest default-pipeline result:
+variants never replace it.
 Selection inside each run uses the validation split only; test numbers are reported, never used.
 """
 
@@ -41,7 +43,7 @@ VARIANTS = {
     "6-epochs": ["stages.distill.epochs=6"],
     "width-384": ["stages.prune.hidden_ratio=0.0"],
 }
-SHARED_KINDS = ("teacher", "peer")  # stages whose key does not depend on the student: linked from the default run
+SHARED_KINDS = ("teacher",)  # stages whose key does not depend on the student: linked from the default run
 SKIPPED_KINDS = ("ablation",)
 
 
@@ -57,7 +59,7 @@ def variant_config(name: str):
 
 
 def link_shared_stages(default_run: Path, variant_run: Path) -> None:
-    """Hard-link the default run's data folder and its teacher/peer stage folders into the variant's run folder.
+    """Hard-link the default run's data folder and its teacher stage folder into the variant's run folder.
     Finished stage folders are never written again, so the links cost no space and change nothing."""
     record = json.loads((default_run / "run.json").read_text())
     folders = [record["data"]] + [s["folder"] for s in record["stages"] if s["kind"] in SHARED_KINDS]
@@ -113,9 +115,11 @@ def main() -> int:
         stem = write_result(run_dir, result, config, name, Path(args.out))
         print(f"wrote {stem}.json and {stem}.md")
     from frontier import RESULTS, render
+    from readme_results import update_readme
 
     atomic_write_text(RESULTS / "frontier.md", render())
-    print("benchmarks/results/frontier.md rewritten")
+    update_readme()  # its frontier line names each variant; its numbers stay the newest default result's
+    print("benchmarks/results/frontier.md and the README's frontier line rewritten")
     return 0
 
 

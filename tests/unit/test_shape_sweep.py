@@ -12,7 +12,7 @@ TEACHER, STUDENT, FP32 = "teacher onnxruntime cpu", "student.int8-dynamic onnxru
 
 
 def _summary(teacher_folder: str, distill_folder: str, teacher_acc: float, fp32_acc: float, int8_acc: float,
-             peer_acc: float | None = None, variant: str | None = None) -> dict:
+             peer_acc: float | None = None, variant: str | None = None, val_acc: float | None = None) -> dict:
     """A result file of the shape benchmarks/run_default.py writes, cut to what the frontier reads."""
     def row(name, role, precision, acc, size, p50):
         return {"name": name, "role": role, "runtime": "onnxruntime", "precision": precision, "accuracy": acc,
@@ -24,10 +24,11 @@ def _summary(teacher_folder: str, distill_folder: str, teacher_acc: float, fp32_
             row(STUDENT, "student", "int8-dynamic", int8_acc, 8_500_000, 0.5)]
     if peer_acc is not None:
         rows.append(row("peer.int8-dynamic onnxruntime cpu", "peer", "int8-dynamic", peer_acc, 23_000_000, 2.5))
-    stages = [{"kind": "teacher", "folder": teacher_folder},
+    stages = [{"kind": "teacher", "folder": teacher_folder, "metrics": {"validation": {"accuracy": teacher_acc}}},
               {"kind": "prune", "folder": "02-prune-x", "metrics": {
                   "kept_layers": [0, 1, 2, 5], "hidden_after": 320, "layout": {"heads": [6], "ffn": [768]}}},
-              {"kind": "distill", "folder": distill_folder, "metrics": {"epochs_run": 3}}]
+              {"kind": "distill", "folder": distill_folder,
+               "metrics": {"epochs_run": 3, "validation": {"accuracy": val_acc or fp32_acc + 0.01}}}]
     headline = {"student": STUDENT, "teacher_onnxruntime": TEACHER, "setting": "real_b1_t1",
                 "teacher_accuracy": teacher_acc, "accuracy_delta_pt": round(100 * (int8_acc - teacher_acc), 2)}
     if peer_acc is not None:
@@ -55,7 +56,7 @@ def test_gap_rows_take_each_trainings_newest_result_and_split_the_gap(tmp_path):
     assert (b["peer"], b["fp32"], b["int8"], b["quantizing"]) == (-0.5, -1.0, -1.5, -0.5)
     table = "\n".join(frontier.gap_table(loaded))
     # means of both trainings (same recipe): peer -0.5/+0.2, fp32 -1.0/-0.5, int8 -1.5/-0.4, quantizing -0.5/+0.1
-    assert "| -0.15 (n=2) | -0.75 (n=2) | -0.95 (n=2) | -0.20 (n=2) |" in table and "mean of the 2 trainings" in table
+    assert "| -0.15 (n=2) | +0.25 (n=2) | -0.75 (n=2) | -0.95 (n=2) | -0.20 (n=2) |" in table and "mean of the 2 trainings" in table
 
 
 def test_shape_table_puts_variants_beside_the_default_result_of_their_teacher(tmp_path):
@@ -63,14 +64,19 @@ def test_shape_table_puts_variants_beside_the_default_result_of_their_teacher(tm
     _write(tmp_path, "a-default-other-teacher", _summary("t0", "d0", 0.85, 0.84, 0.83))
     _write(tmp_path, "b-default", _summary("t1", "d1", 0.85, 0.84, 0.83, 0.845))
     _write(tmp_path, "c-5-layers", _summary("t1", "d2", 0.85, 0.848, 0.845, 0.845, variant="5-layers"))
+    _write(tmp_path, "d-3-layers", _summary("t1", "d3", 0.85, 0.80, 0.79, 0.845, variant="3-layers", val_acc=0.87))
     text = frontier.render(tmp_path)
     table = text.split("## Other shapes from the same teacher", 1)[1].split("##", 1)[0]
     lines = [line for line in table.splitlines() if line.startswith("| [")]
-    assert [line.split("]")[0] for line in lines] == ["| [b-default", "| [c-5-layers"]
+    assert [line.split("]")[0] for line in lines] == ["| [b-default", "| [c-5-layers", "| [d-3-layers"]
     assert "none (the default pipeline)" in lines[0] and "stages.prune.layer_ratio=0.167" in lines[1]
     # 8x faster, -0.5 points, 10.7x smaller: the variant meets the goal; the default (-2.0 points) does not
-    assert lines[1].split(" | ")[7] == "yes" and lines[0].split(" | ")[7] == "no"
-    assert lines[1].split(" | ")[4:6] == ["-0.20", "-0.50"]  # fp32 and int8 student against the same teacher
+    assert lines[1].split(" | ")[8] == "yes" and lines[0].split(" | ")[8] == "no"
+    # the fp32 student on validation and test, and the int8 student on test, each against the same teacher
+    assert lines[1].split(" | ")[4:7] == ["+0.80", "-0.20", "-0.50"]
+    # validation: default 0.00 (0.84 + 0.01 vs 0.85), 5-layers +0.80, 3-layers +2.00; test: -1.00, -0.20, -5.00
+    assert ("ranked by validation, what selection may use: 3-layers, 5-layers, default. Ranked by test, which only "
+            "reports: 5-layers, default, 3-layers.") in table
 
 
 def test_readme_block_ignores_variants(tmp_path):
@@ -111,8 +117,21 @@ def test_shared_stages_are_hard_links_and_linking_again_changes_nothing(tmp_path
         {"kind": "peer", "folder": "09-peer-d"}]}))
     variant = tmp_path / "variant"
     sweep.link_shared_stages(default, variant)
-    assert sorted(p.name for p in variant.iterdir()) == ["00-data-a", "01-teacher-b", "09-peer-d"]  # not the prune
-    for folder in ("00-data-a", "01-teacher-b", "09-peer-d"):
+    assert sorted(p.name for p in variant.iterdir()) == ["00-data-a", "01-teacher-b"]  # not the student's stages
+    for folder in ("00-data-a", "01-teacher-b"):
         assert os.path.samefile(default / folder / "model" / "weights.bin", variant / folder / "model" / "weights.bin")
     sweep.link_shared_stages(default, variant)  # a rerun (resume) finds the folders there and leaves them
     assert (variant / "01-teacher-b" / "model" / "weights.bin").read_bytes() == b"01-teacher-b"
+
+
+def test_the_readme_line_gives_the_recipes_mean_gap_and_each_variant(tmp_path):
+    frontier = load_benchmark_script("frontier")
+    _write(tmp_path, "a", _summary("t1", "d1", 0.85, 0.84, 0.835, 0.845))
+    _write(tmp_path, "b", _summary("t2", "d2", 0.84, 0.835, 0.836, 0.842))
+    _write(tmp_path, "c", _summary("t2", "d3", 0.84, 0.80, 0.79, 0.842, variant="5-layers"))
+    line = frontier.summary_line(frontier.load_results(tmp_path))
+    # int8 -1.5 and -0.4 -> -0.95; fp32 -1.0 and -0.5 -> -0.75; validation +0.25; peer -0.5 and +0.2 -> -0.15
+    assert "Over the 2 trainings of this recipe" in line and "by -0.95 points on average" in line
+    assert "(the fp32 student -0.75, and +0.25 on validation; the teacher's own int8, the peer, -0.15)" in line
+    assert line.endswith("5-layers 8.00×, -5.00 points, 10.71× smaller.")
+    assert frontier.summary_line([]) == ""
