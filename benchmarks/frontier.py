@@ -12,6 +12,7 @@ committed frontier.md is exactly what this renders.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -39,8 +40,10 @@ def _how(report: dict, precision: str = "fp32") -> str:
     distill = metrics.get("distill", {})
     if distill:
         extra = (distill.get("extra_data") or {}).get("total")
-        parts.append(f"distilled {distill.get('epochs_run')} epochs" + (f" + {extra:,} teacher-labelled texts" if extra
-                                                                        else ""))
+        best = distill.get("best_epoch")  # early stopping keeps the best epoch's weights, not the last one's
+        parts.append(f"distilled {distill.get('epochs_run')} epochs"
+                     + (f" (best {best})" if best and best != distill.get("epochs_run") else "")
+                     + (f" + {extra:,} teacher-labelled texts" if extra else ""))
     vocab = metrics.get("vocab", {})
     if vocab:
         parts.append(f"vocabulary {vocab['tokens_before']:,} → {vocab['tokens_after']:,}")
@@ -106,7 +109,9 @@ def _delta(row: dict | None, teacher_accuracy: float) -> float | None:
 def gap_rows(results: list[tuple[str, dict]]) -> list[dict]:
     """Where the int8 student's accuracy gap comes from, one row per training of the default pipeline (its teacher
     and distill folders), from that training's newest result: the teacher's own int8 path (the peer), the fp32
-    student (pruning + distillation) and the int8 student, each against the same teacher on the same texts."""
+    student (pruning + distillation + vocabulary trimming) and the int8 student, each against the same teacher on
+    the same texts. A recipe is the whole description of how the int8 student was made, vocabulary and embedding
+    bits included."""
     newest: dict[tuple, tuple[str, dict]] = {}
     for name, summary in results:  # oldest first: a later result of the same training replaces the earlier one
         if summary.get("variant"):
@@ -125,8 +130,18 @@ def gap_rows(results: list[tuple[str, dict]]) -> list[dict]:
                     "test_texts": ((report.get("data") or {}).get("sizes") or {}).get("test"),
                     "peer": None if peer is None else round(100 * (peer - h["teacher_accuracy"]), 2),
                     "quantizing": None if fp32 is None else round(int8 - fp32, 2),
-                    "how": _how(report).split("; vocabulary")[0]})
+                    "how": _how(report, h["student"].split(" ")[0].removeprefix("student").lstrip(".") or "fp32")})
     return out
+
+
+def _recipe(row: dict) -> str:
+    """How the student was made, less the epoch early stopping happened to keep: what a training repeats."""
+    return re.sub(r" \(best \d+\)", "", row["how"])
+
+
+def same_recipe(rows: list[dict]) -> list[dict]:
+    """The trainings made the way the newest one was: the rows the recipe's means are over."""
+    return [r for r in rows if _recipe(r) == _recipe(rows[-1])]
 
 
 def _mean(values: list[float | None]) -> str:
@@ -142,14 +157,15 @@ def gap_table(results: list[tuple[str, dict]]) -> list[str]:
     rows = gap_rows(results)
     if not rows:
         return []
-    recipe = rows[-1]["how"]  # the newest training's prune + distill recipe: the mean is over trainings of it
-    same = [r for r in rows if r["how"] == recipe]
+    same = same_recipe(rows)
     lines = ["## Where the gap comes from: every training of the default pipeline", "",
              f"Test accuracy in points against each training's own teacher (the same {rows[-1]['test_texts'] or 0:,} "
              "texts). The peer is the teacher "
              "quantized by optimum's int8 path (ONNX Runtime dynamic int8): what int8 alone costs this model. "
-             "\"fp32 student\" is what pruning and distillation cost; \"quantizing\" is the int8 student minus the fp32 "
-             "student. The fp32 student's difference on the validation split (which training selects on) is beside it.",
+             "\"fp32 student\" is what pruning, distillation and vocabulary trimming cost; \"quantizing\" is the int8 "
+             "student minus the fp32 student. Beside them, the fp32 student's difference on the validation split as the "
+             "distill stage measured it: the PyTorch student before vocabulary trimming, at its best epoch (early "
+             "stopping picks the maximum, so it leans high).",
              "",
              "| result | teacher | peer (teacher int8) | fp32 student, validation | fp32 student | int8 student | quantizing "
              "| how the student was made |",
@@ -161,7 +177,7 @@ def gap_table(results: list[tuple[str, dict]]) -> list[str]:
     lines.append(f"| mean of the {len(same)} trainings of the newest recipe | – | {_mean([r['peer'] for r in same])} | "
                  f"{_mean([r['fp32_validation'] for r in same])} | "
                  f"{_mean([r['fp32'] for r in same])} | {_mean([r['int8'] for r in same])} | "
-                 f"{_mean([r['quantizing'] for r in same])} | {recipe} |")
+                 f"{_mean([r['quantizing'] for r in same])} | {_recipe(rows[-1])} |")
     return lines + [""]
 
 
@@ -172,22 +188,34 @@ def validation_delta(report: dict) -> float | None:
     return None if student is None or teacher is None else round(100 * (student - teacher), 2)
 
 
-def shape_table(results: list[tuple[str, dict]]) -> list[str]:
-    """The shape sweep (benchmarks/shape_sweep.py): students of other shapes distilled from one teacher, beside the
-    newest default-pipeline result from that same teacher."""
+def sweep_variants(results: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The newest result of each shape_sweep.py variant distilled from the newest variant's teacher (a variant
+    measured again replaces its older result; variants of an older teacher are left to the full table)."""
     variants = [(n, s) for n, s in results if s.get("variant")]
     if not variants:
         return []
-    teachers = {_stage_folder(s["report"], "teacher") for _, s in variants}
-    defaults = [(n, s) for n, s in results if not s.get("variant")
-                and _stage_folder(s["report"], "teacher") in teachers]
+    teacher = _stage_folder(variants[-1][1]["report"], "teacher")
+    newest = {s["variant"]["name"]: (n, s) for n, s in variants if _stage_folder(s["report"], "teacher") == teacher}
+    return sorted(newest.values(), key=lambda item: item[0])
+
+
+def shape_table(results: list[tuple[str, dict]]) -> list[str]:
+    """The shape sweep (benchmarks/shape_sweep.py): students of other shapes distilled from one teacher, beside the
+    newest default-pipeline result from that same teacher."""
+    variants = sweep_variants(results)
+    if not variants:
+        return []
+    teacher = _stage_folder(variants[0][1]["report"], "teacher")
+    defaults = [(n, s) for n, s in results if not s.get("variant") and _stage_folder(s["report"], "teacher") == teacher]
     sizes = (variants[-1][1]["report"].get("data") or {}).get("sizes") or {}
     lines = ["## Other shapes from the same teacher", "",
              "Written with benchmarks/shape_sweep.py: the default pipeline with one prune or distill setting changed "
              "(no ablation stage), trained from the default run's own teacher and benched against it in its own run. "
              "One training each: a single training's accuracy moves by about half a point. Validation "
              f"({sizes.get('validation', 0):,} texts) is what training selects on; test ({sizes.get('test', 0):,} "
-             "texts) only reports.", "",
+             "texts) only reports. Speed-ups from different bench runs can differ by more than their intervals "
+             "(compare a variant that changes only training with the default: same architecture), so only large speed "
+             "differences count.", "",
              "| result | change | int8 speed-up vs teacher ORT fp32 [interval] | int8 p50 ms | fp32 student Δ validation | "
              "fp32 student Δ test | int8 student Δ test [interval] | smaller than teacher | meets all three | "
              "how it was made |",
@@ -207,7 +235,8 @@ def shape_table(results: list[tuple[str, dict]]) -> list[str]:
     if all(v is not None and t is not None for _, v, t in ranked):
         order = lambda i: ", ".join(r[0] for r in sorted(ranked, key=lambda r: -r[i]))  # noqa: E731
         lines += ["", f"The fp32 students ranked by validation, what selection may use: {order(1)}. "
-                  f"Ranked by test, which only reports: {order(2)}."]
+                  f"Ranked by test, which only reports: {order(2)}. One training each, so only differences larger "
+                  "than the paired intervals above are resolved."]
     return lines + [""]
 
 
@@ -222,7 +251,7 @@ def summary_line(loaded: list[tuple[str, dict]]) -> str:
     rows = gap_rows(loaded)
     if not rows:
         return ""
-    same = [r for r in rows if r["how"] == rows[-1]["how"]]
+    same = same_recipe(rows)
     mean = lambda key: _mean([r[key] for r in same]).split(" (n=")[0]  # noqa: E731  (n is said once, below)
     line = (f"- The goal (≥ {GOAL['speedup']:.0f}× faster than the teacher on ONNX Runtime fp32, within "
             f"{-GOAL['accuracy_delta_pt']:.0f} point, ≥ {GOAL['size_ratio']:.0f}× smaller) across results: "
@@ -230,7 +259,7 @@ def summary_line(loaded: list[tuple[str, dict]]) -> str:
             f"{len(same)} trainings of this recipe the int8 student's test accuracy differs from its teacher's by "
             f"{mean('int8')} points on average (the fp32 student {mean('fp32')}, and {mean('fp32_validation')} on "
             f"validation; the teacher's own int8, the peer, {mean('peer')}).")
-    variants = [(n, s) for n, s in loaded if s.get("variant")]
+    variants = sweep_variants(loaded)
     shapes = []
     for name, summary in variants:
         row = next(r for r in frontier_rows(summary, name) if r["row"] == summary["headline"]["student"])

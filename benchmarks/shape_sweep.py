@@ -7,9 +7,9 @@ Each variant is the default pipeline (pipelines/minilm-rotten-tomatoes.yaml) wit
 default run's finished folders, hard-linked in (their keys do not depend on the student), so every variant
 is distilled from the same teacher and benched against it on the same test texts, threads and runtime as
 the default student. (The peer is made again from that teacher in seconds: a stage's key names its
-parent.) Two things are cut to keep a variant near 15 minutes on 2 cores: the ablation stage (a hard-label
-twin per shape would double it) and the ExecuTorch/LiteRT conversions (the goal is measured on ONNX
-Runtime). Run the default pipeline first (make demo): without its run.json the sweep stops with one line.
+parent.) Two things are cut to keep a variant short (its stage times are in its result file): the ablation
+stage (a hard-label twin per shape would double it) and the ExecuTorch/LiteRT conversions (the goal is
+measured on ONNX Runtime). Run the default pipeline first (make demo): without its run.json the sweep stops with one line.
 
 Writes benchmarks/results/<measured>-minilm-rotten-tomatoes--<variant>.json and .md, the same schema
 as benchmarks/run_default.py plus a "variant" entry ({name, overrides}), and rewrites frontier.md and
@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,13 +68,18 @@ def link_shared_stages(default_run: Path, variant_run: Path) -> None:
         source, target = default_run / folder, variant_run / folder
         if target.exists():
             continue
+        # Linked into a side folder and renamed in one step: an interrupted link never looks like a finished stage.
+        partial = variant_run / f".linking-{folder}"
+        shutil.rmtree(partial, ignore_errors=True)  # our own leftover from an interrupted link, never a user's folder
         for path in sorted(source.rglob("*")):
-            dest = target / path.relative_to(source)
+            dest = partial / path.relative_to(source)
             if path.is_dir():
                 dest.mkdir(parents=True, exist_ok=True)
             else:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.link(path, dest)
+        partial.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, target)
 
 
 def write_result(run_dir: Path, result, config, name: str, out: Path) -> Path:
@@ -112,6 +118,9 @@ def main() -> int:
         link_shared_stages(default_run, run_dir)
         logging.info("variant %s: %s, in %s", name, " ".join(VARIANTS[name]), run_dir)
         result = run_pipeline(config, run_dir=run_dir, force=frozenset({"bench"}) if args.fresh else frozenset())
+        if next(r for r in result.stages if r.kind == "teacher").status != "skipped":
+            logging.warning("variant %s trained its own teacher (the default run's teacher key differs: other "
+                            "library versions or settings); frontier.md keeps it apart from the default's", name)
         stem = write_result(run_dir, result, config, name, Path(args.out))
         print(f"wrote {stem}.json and {stem}.md")
     from frontier import RESULTS, render

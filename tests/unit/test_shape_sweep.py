@@ -12,7 +12,8 @@ TEACHER, STUDENT, FP32 = "teacher onnxruntime cpu", "student.int8-dynamic onnxru
 
 
 def _summary(teacher_folder: str, distill_folder: str, teacher_acc: float, fp32_acc: float, int8_acc: float,
-             peer_acc: float | None = None, variant: str | None = None, val_acc: float | None = None) -> dict:
+             peer_acc: float | None = None, variant: str | None = None, val_acc: float | None = None,
+             best_epoch: int = 3) -> dict:
     """A result file of the shape benchmarks/run_default.py writes, cut to what the frontier reads."""
     def row(name, role, precision, acc, size, p50):
         return {"name": name, "role": role, "runtime": "onnxruntime", "precision": precision, "accuracy": acc,
@@ -28,7 +29,8 @@ def _summary(teacher_folder: str, distill_folder: str, teacher_acc: float, fp32_
               {"kind": "prune", "folder": "02-prune-x", "metrics": {
                   "kept_layers": [0, 1, 2, 5], "hidden_after": 320, "layout": {"heads": [6], "ffn": [768]}}},
               {"kind": "distill", "folder": distill_folder,
-               "metrics": {"epochs_run": 3, "validation": {"accuracy": val_acc or fp32_acc + 0.01}}}]
+               "metrics": {"epochs_run": 3, "best_epoch": best_epoch,
+                           "validation": {"accuracy": fp32_acc + 0.01 if val_acc is None else val_acc}}}]
     headline = {"student": STUDENT, "teacher_onnxruntime": TEACHER, "setting": "real_b1_t1",
                 "teacher_accuracy": teacher_acc, "accuracy_delta_pt": round(100 * (int8_acc - teacher_acc), 2)}
     if peer_acc is not None:
@@ -47,7 +49,7 @@ def test_gap_rows_take_each_trainings_newest_result_and_split_the_gap(tmp_path):
     frontier = load_benchmark_script("frontier")
     _write(tmp_path, "a-old", _summary("t1", "d1", 0.85, 0.84, 0.83, 0.845))
     _write(tmp_path, "b-requantized", _summary("t1", "d1", 0.85, 0.84, 0.835, 0.845))  # same training, newer
-    _write(tmp_path, "c-other", _summary("t2", "d2", 0.84, 0.835, 0.836, 0.842))
+    _write(tmp_path, "c-other", _summary("t2", "d2", 0.84, 0.835, 0.836, 0.842, best_epoch=2))
     _write(tmp_path, "d-variant", _summary("t2", "d3", 0.84, 0.80, 0.79, 0.842, variant="5-layers"))
     loaded = [(p.stem, json.loads(p.read_text())) for p in sorted(tmp_path.glob("*.json"))]
     rows = frontier.gap_rows(loaded)
@@ -55,6 +57,8 @@ def test_gap_rows_take_each_trainings_newest_result_and_split_the_gap(tmp_path):
     b = rows[0]
     assert (b["peer"], b["fp32"], b["int8"], b["quantizing"]) == (-0.5, -1.0, -1.5, -0.5)
     table = "\n".join(frontier.gap_table(loaded))
+    # the epoch early stopping kept is shown but is not part of the recipe: both trainings count
+    assert "distilled 3 epochs (best 2)" in rows[1]["how"] and "(best" not in rows[0]["how"]
     # means of both trainings (same recipe): peer -0.5/+0.2, fp32 -1.0/-0.5, int8 -1.5/-0.4, quantizing -0.5/+0.1
     assert "| -0.15 (n=2) | +0.25 (n=2) | -0.75 (n=2) | -0.95 (n=2) | -0.20 (n=2) |" in table and "mean of the 2 trainings" in table
 
@@ -100,10 +104,15 @@ def test_a_variant_changes_only_its_fields_and_keeps_the_teacher_and_data():
         # The teacher's key is made of these: equal, so the variant reuses the default run's teacher.
         assert stages["teacher"] == next(s for s in default.stages if s.kind == "teacher")
         assert (config.model, config.data, config.seed) == (default.model, default.data, default.seed)
+        changed = set()
         for item in overrides:
             dotted, value = item.split("=")
             _, kind, field = dotted.split(".")
             assert getattr(stages[kind], field) == pytest.approx(float(value))
+            changed.add(kind)
+        for stage in default.stages:  # every other stage is the default's own, mobile apart from its targets
+            if stage.kind not in changed | {"ablation", "mobile"}:
+                assert stages[stage.kind] == stage, (name, stage.kind)
 
 
 def test_shared_stages_are_hard_links_and_linking_again_changes_nothing(tmp_path):
@@ -135,3 +144,31 @@ def test_the_readme_line_gives_the_recipes_mean_gap_and_each_variant(tmp_path):
     assert "(the fp32 student -0.75, and +0.25 on validation; the teacher's own int8, the peer, -0.15)" in line
     assert line.endswith("5-layers 8.00×, -5.00 points, 10.71× smaller.")
     assert frontier.summary_line([]) == ""
+
+
+def test_a_variant_measured_again_counts_once_and_other_teachers_stay_out(tmp_path):
+    frontier = load_benchmark_script("frontier")
+    _write(tmp_path, "a-old-teacher-5-layers", _summary("t0", "d0", 0.85, 0.84, 0.83, variant="5-layers"))
+    _write(tmp_path, "b-5-layers", _summary("t1", "d1", 0.85, 0.84, 0.83, variant="5-layers"))
+    _write(tmp_path, "c-5-layers-again", _summary("t1", "d1", 0.85, 0.84, 0.835, variant="5-layers"))
+    loaded = frontier.load_results(tmp_path)
+    assert [n for n, _ in frontier.sweep_variants(loaded)] == ["c-5-layers-again"]
+    line = frontier.summary_line(loaded + [("z", _summary("t1", "d9", 0.85, 0.84, 0.83))])
+    assert line.count("5-layers") == 1 and "5-layers 8.00×, -1.50 points" in line
+
+
+def test_an_interrupted_link_is_redone_not_taken_for_a_finished_stage(tmp_path):
+    sweep = load_benchmark_script("shape_sweep")
+    default = tmp_path / "default"
+    (default / "01-teacher-b" / "model").mkdir(parents=True)
+    (default / "01-teacher-b" / "manifest.json").write_text("{}")
+    (default / "01-teacher-b" / "model" / "weights.bin").write_bytes(b"w")
+    (default / "00-data-a").mkdir()
+    (default / "run.json").write_text(json.dumps({"data": "00-data-a",
+                                                  "stages": [{"kind": "teacher", "folder": "01-teacher-b"}]}))
+    variant = tmp_path / "variant"
+    (variant / ".linking-01-teacher-b").mkdir(parents=True)  # what an interrupted link leaves: manifest, no model
+    os.link(default / "01-teacher-b" / "manifest.json", variant / ".linking-01-teacher-b" / "manifest.json")
+    sweep.link_shared_stages(default, variant)
+    assert (variant / "01-teacher-b" / "model" / "weights.bin").read_bytes() == b"w"
+    assert not (variant / ".linking-01-teacher-b").exists()
