@@ -9,7 +9,8 @@ is distilled from the same teacher and benched against it on the same test texts
 the default student. (The peer is made again from that teacher in seconds: a stage's key names its
 parent.) Two things are cut to keep a variant short (its stage times are in its result file): the ablation
 stage (a hard-label twin per shape would double it) and the ExecuTorch/LiteRT conversions (the goal is
-measured on ONNX Runtime). Run the default pipeline first (make demo): without its run.json the sweep stops with one line.
+measured on ONNX Runtime). Run the default pipeline first (make demo): without its run.json the sweep
+stops with one line.
 
 Writes benchmarks/results/<measured>-minilm-rotten-tomatoes--<variant>.json and .md, the same schema
 as benchmarks/run_default.py plus a "variant" entry ({name, overrides}), and rewrites frontier.md and
@@ -22,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from edgekd.artifacts import atomic_write_json, atomic_write_text, read_manifest  # noqa: E402
+from edgekd.artifacts import atomic_write_text  # noqa: E402
 from edgekd.config import load_pipeline, validate_pipeline  # noqa: E402
 from edgekd.pipeline import run_pipeline  # noqa: E402
+from run_default import write_result  # noqa: E402  (the same result files as the default pipeline's)
 
 PIPELINE = ROOT / "pipelines" / "minilm-rotten-tomatoes.yaml"
 # name -> overrides of the default pipeline (the default keeps 4 of 6 layers, width 320, 6 heads, FFN 768,
@@ -82,23 +83,6 @@ def link_shared_stages(default_run: Path, variant_run: Path) -> None:
         os.replace(partial, target)
 
 
-def write_result(run_dir: Path, result, config, name: str, out: Path) -> Path:
-    bench_record = next(r for r in result.stages if r.kind == "bench")
-    measured = read_manifest(bench_record.folder)["finished"]
-    report = json.loads((run_dir / "report.json").read_text())
-    stamp = measured.replace(":", "").replace("+0000", "Z")[:17]
-    stem = out / f"{stamp}-{config.name}--{name}"
-    summary = {"pipeline": config.name, "variant": {"name": name, "overrides": VARIANTS[name]},
-               "measured": measured, "machine": report["machine"], "load": report["bench"]["load"],
-               "stage_seconds": {s["kind"]: s["seconds"] for s in report["stages"]},
-               "headline": report["headline"], "report": report}
-    atomic_write_json(stem.with_suffix(".json"), summary)
-    md = re.sub(r"!\[[^\]]*\]\([^)]*\.png\)\n", "", (run_dir / "report.md").read_text())  # plots stay in the run
-    atomic_write_text(stem.with_suffix(".md"), f"Variant `{name}` of the default pipeline: {' '.join(VARIANTS[name])}"
-                      f" (benchmarks/shape_sweep.py).\n\n{md}")
-    return stem
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
@@ -121,7 +105,7 @@ def main() -> int:
         if next(r for r in result.stages if r.kind == "teacher").status != "skipped":
             logging.warning("variant %s trained its own teacher (the default run's teacher key differs: other "
                             "library versions or settings); frontier.md keeps it apart from the default's", name)
-        stem = write_result(run_dir, result, config, name, Path(args.out))
+        stem, _ = write_result(result, config.name, Path(args.out), {"name": name, "overrides": VARIANTS[name]})
         print(f"wrote {stem}.json and {stem}.md")
     from frontier import RESULTS, render
     from readme_results import update_readme

@@ -172,3 +172,26 @@ def test_an_interrupted_link_is_redone_not_taken_for_a_finished_stage(tmp_path):
     sweep.link_shared_stages(default, variant)
     assert (variant / "01-teacher-b" / "model" / "weights.bin").read_bytes() == b"w"
     assert not (variant / ".linking-01-teacher-b").exists()
+
+
+def test_a_variants_result_files_are_tagged_named_and_carry_no_plot_links(tmp_path):
+    from types import SimpleNamespace
+
+    run_default = load_benchmark_script("run_default")
+    run_dir, bench = tmp_path / "run", tmp_path / "run" / "11-bench-x"
+    bench.mkdir(parents=True)
+    (bench / "manifest.json").write_text(json.dumps({"kind": "bench", "finished": "2026-01-02T03:04:05+0000"}))
+    report = {"machine": {"cpu": "x"}, "bench": {"load": {"other_processes_cores_mean": 0.0}},
+              "stages": [{"kind": "bench", "seconds": 1.5}], "headline": {"student": STUDENT}}
+    (run_dir / "report.json").write_text(json.dumps(report))
+    (run_dir / "report.md").write_text("# r\n![accuracy](report.png)\nkept\n![spread](report_latency.png)\nend\n")
+    result = SimpleNamespace(run_dir=run_dir, stages=[SimpleNamespace(kind="bench", folder=bench, status="ran")])
+    variant = {"name": "5-layers", "overrides": ["stages.prune.layer_ratio=0.167"]}
+    stem, summary = run_default.write_result(result, "p", tmp_path, variant)
+    assert stem.name == "2026-01-02T030405-p--5-layers" and summary["variant"] == variant
+    assert json.loads(stem.with_suffix(".json").read_text())["stage_seconds"] == {"bench": 1.5}
+    md = stem.with_suffix(".md").read_text()
+    assert md.startswith("Variant `5-layers` of the default pipeline: stages.prune.layer_ratio=0.167")
+    assert "png" not in md and "kept\n" in md and md.endswith("end\n")
+    stem, summary = run_default.write_result(result, "p", tmp_path)  # the default pipeline's own: no tag
+    assert stem.name == "2026-01-02T030405-p" and "variant" not in summary
