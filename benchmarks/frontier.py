@@ -118,20 +118,19 @@ def gap_rows(results: list[tuple[str, dict]]) -> list[dict]:
             continue
         report = summary["report"]
         newest[(_stage_folder(report, "teacher"), _stage_folder(report, "distill"))] = (name, summary)
-    out = []
-    for name, summary in sorted(newest.values(), key=lambda item: item[0]):
-        h, report = summary["headline"], summary["report"]
-        fp32 = _delta(_named_row(report, h["student"].replace(".int8-dynamic", "").replace(".int8-static", "")),
-                      h["teacher_accuracy"])
-        int8 = h["accuracy_delta_pt"]
-        peer = h.get("peer_accuracy")
-        out.append({"result": name, "teacher_accuracy": h["teacher_accuracy"], "int8": int8, "fp32": fp32,
-                    "fp32_validation": validation_delta(report),
-                    "test_texts": ((report.get("data") or {}).get("sizes") or {}).get("test"),
-                    "peer": None if peer is None else round(100 * (peer - h["teacher_accuracy"]), 2),
-                    "quantizing": None if fp32 is None else round(int8 - fp32, 2),
-                    "how": _how(report, h["student"].split(" ")[0].removeprefix("student").lstrip(".") or "fp32")})
-    return out
+    return [gap_row(name, summary) for name, summary in sorted(newest.values(), key=lambda item: item[0])]
+
+
+def gap_row(name: str, summary: dict) -> dict:
+    """One result's headline student split into the parts of its gap to the teacher (see gap_rows)."""
+    h, report = summary["headline"], summary["report"]
+    precision = _named_row(report, h["student"])["precision"]  # e.g. int8-dynamic; its fp32 source drops the suffix
+    fp32 = _delta(_named_row(report, h["student"].replace(f".{precision}", "")), h["teacher_accuracy"])
+    int8, peer = h["accuracy_delta_pt"], h.get("peer_accuracy")
+    return {"result": name, "teacher_accuracy": h["teacher_accuracy"], "int8": int8, "fp32": fp32,
+            "fp32_validation": validation_delta(report),
+            "peer": None if peer is None else round(100 * (peer - h["teacher_accuracy"]), 2),
+            "quantizing": None if fp32 is None else round(int8 - fp32, 2), "how": _how(report, precision)}
 
 
 def _recipe(row: dict) -> str:
@@ -144,9 +143,15 @@ def same_recipe(rows: list[dict]) -> list[dict]:
     return [r for r in rows if _recipe(r) == _recipe(rows[-1])]
 
 
-def _mean(values: list[float | None]) -> str:
+def _mean(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
-    return f"{sum(values) / len(values):+.2f} (n={len(values)})" if values else "–"
+    return sum(values) / len(values) if values else None
+
+
+def _mean_n(values: list[float | None]) -> str:
+    """'-1.10 (n=4)': the mean of the values present and how many there were."""
+    present = [v for v in values if v is not None]
+    return f"{_mean(present):+.2f} (n={len(present)})" if present else "–"
 
 
 def _signed(x: float | None) -> str:
@@ -155,11 +160,12 @@ def _signed(x: float | None) -> str:
 
 def gap_table(results: list[tuple[str, dict]]) -> list[str]:
     rows = gap_rows(results)
+    sizes = _sizes(results)
     if not rows:
         return []
     same = same_recipe(rows)
     lines = ["## Where the gap comes from: every training of the default pipeline", "",
-             f"Test accuracy in points against each training's own teacher (the same {rows[-1]['test_texts'] or 0:,} "
+             f"Test accuracy in points against each training's own teacher (the same {sizes.get('test', 0):,} "
              "texts). The peer is the teacher "
              "quantized by optimum's int8 path (ONNX Runtime dynamic int8): what int8 alone costs this model. "
              "\"fp32 student\" is what pruning, distillation and vocabulary trimming cost; \"quantizing\" is the int8 "
@@ -174,10 +180,8 @@ def gap_table(results: list[tuple[str, dict]]) -> list[str]:
         lines.append(f"| {r['result']} | {percent(r['teacher_accuracy'])} | {_signed(r['peer'])} | "
                      f"{_signed(r['fp32_validation'])} | {_signed(r['fp32'])} | {_signed(r['int8'])} | "
                      f"{_signed(r['quantizing'])} | {r['how']} |")
-    lines.append(f"| mean of the {len(same)} trainings of the newest recipe | – | {_mean([r['peer'] for r in same])} | "
-                 f"{_mean([r['fp32_validation'] for r in same])} | "
-                 f"{_mean([r['fp32'] for r in same])} | {_mean([r['int8'] for r in same])} | "
-                 f"{_mean([r['quantizing'] for r in same])} | {_recipe(rows[-1])} |")
+    means = " | ".join(_mean_n([r[k] for r in same]) for k in ("peer", "fp32_validation", "fp32", "int8", "quantizing"))
+    lines.append(f"| mean of the {len(same)} trainings of the newest recipe | – | {means} | {_recipe(rows[-1])} |")
     return lines + [""]
 
 
@@ -199,19 +203,19 @@ def sweep_variants(results: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     return sorted(newest.values(), key=lambda item: item[0])
 
 
-def shape_table(results: list[tuple[str, dict]]) -> list[str]:
+def shape_table(results: list[tuple[str, dict]], seeds: str = "") -> list[str]:
     """The shape sweep (benchmarks/shape_sweep.py): students of other shapes distilled from one teacher, beside the
-    newest default-pipeline result from that same teacher."""
+    newest default-pipeline result from that same teacher; ``seeds`` is seed_spread's sentence."""
     variants = sweep_variants(results)
     if not variants:
         return []
     teacher = _stage_folder(variants[0][1]["report"], "teacher")
     defaults = [(n, s) for n, s in results if not s.get("variant") and _stage_folder(s["report"], "teacher") == teacher]
-    sizes = (variants[-1][1]["report"].get("data") or {}).get("sizes") or {}
+    sizes = _sizes(variants)
     lines = ["## Other shapes from the same teacher", "",
              "Written with benchmarks/shape_sweep.py: the default pipeline with one prune or distill setting changed "
              "(no ablation stage), trained from the default run's own teacher and benched against it in its own run. "
-             "One training each: a single training's accuracy moves by about half a point. Validation "
+             f"One training each: {seeds} Validation "
              f"({sizes.get('validation', 0):,} texts) is what training selects on; test ({sizes.get('test', 0):,} "
              "texts) only reports. Speed-ups from different bench runs can differ by more than their intervals "
              "(compare a variant that changes only training with the default: same architecture), so only large speed "
@@ -223,12 +227,12 @@ def shape_table(results: list[tuple[str, dict]]) -> list[str]:
     ranked = []  # (label, fp32 student Δ on validation, on test)
     for name, summary in defaults[-1:] + variants:
         row = next(r for r in frontier_rows(summary, name) if r["row"] == summary["headline"]["student"])
-        gap = gap_rows([(name, {**summary, "variant": None})])[0]
+        gap = gap_row(name, summary)
         change = " ".join(summary["variant"]["overrides"]) if summary.get("variant") else "none (the default pipeline)"
         ranked.append((summary["variant"]["name"] if summary.get("variant") else "default", gap["fp32_validation"],
                        gap["fp32"]))
         lines.append(f"| [{name}]({name}.md) | {change} | {faster(row['speedup'])} [{row['low']:.2f}–{row['high']:.2f}] | "
-                     f"{row['p50_ms']:.2f} | {_signed(validation_delta(summary['report']))} | {_signed(gap['fp32'])} | "
+                     f"{row['p50_ms']:.2f} | {_signed(gap['fp32_validation'])} | {_signed(gap['fp32'])} | "
                      f"{row['accuracy_delta_pt']:+.2f}"
                      f"{_interval(row['accuracy_vs'])} | {row['size_ratio']:.2f}× | {'yes' if meets(row) else 'no'} | "
                      f"{row['how']} |")
@@ -242,8 +246,26 @@ def shape_table(results: list[tuple[str, dict]]) -> list[str]:
 
 def load_results(folder: Path = RESULTS) -> list[tuple[str, dict]]:
     """Every classifier result in the folder, oldest first, as (file stem, summary)."""
-    paths = sorted(p for p in folder.glob("*.json") if is_classifier_result(json.loads(p.read_text())))
-    return [(p.stem, json.loads(p.read_text())) for p in paths]
+    loaded = [(p.stem, json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+    return [(stem, summary) for stem, summary in loaded if is_classifier_result(summary)]
+
+
+def _sizes(results: list[tuple[str, dict]]) -> dict:
+    """The split sizes of the newest of these results: {train, validation, test}."""
+    return (results[-1][1]["report"].get("data") or {}).get("sizes") or {} if results else {}
+
+
+def seed_spread(folder: Path = RESULTS) -> str:
+    """How far retraining the same student with another seed moved its test accuracy, from the newest classifier
+    distill-seeds result (benchmarks/distill_seeds.py); one sentence, or a pointer when there is none."""
+    seeds = sorted(folder.glob("*-distill-seeds.json"))
+    seeds = [p for p in seeds if not p.name.endswith("-lm-distill-seeds.json")]
+    if not seeds:
+        return "a single training's accuracy also moves with its seed (benchmarks/distill_seeds.py measures by how much)."
+    runs = json.loads(seeds[-1].read_text())["arms"]["distilled"]["runs"]
+    spread = 100 * (max(r["test_accuracy"] for r in runs) - min(r["test_accuracy"] for r in runs))
+    return (f"retraining the same student with {len(runs)} seeds moved its test accuracy by up to {spread:.2f} "
+            f"points ({seeds[-1].stem}).")
 
 
 def summary_line(loaded: list[tuple[str, dict]]) -> str:
@@ -252,7 +274,7 @@ def summary_line(loaded: list[tuple[str, dict]]) -> str:
     if not rows:
         return ""
     same = same_recipe(rows)
-    mean = lambda key: _mean([r[key] for r in same]).split(" (n=")[0]  # noqa: E731  (n is said once, below)
+    mean = lambda key: _signed(_mean([r[key] for r in same]))  # noqa: E731  (n is said once, in the sentence)
     line = (f"- The goal (≥ {GOAL['speedup']:.0f}× faster than the teacher on ONNX Runtime fp32, within "
             f"{-GOAL['accuracy_delta_pt']:.0f} point, ≥ {GOAL['size_ratio']:.0f}× smaller) across results: "
             "[benchmarks/results/frontier.md](benchmarks/results/frontier.md). Over the "
@@ -272,6 +294,7 @@ def summary_line(loaded: list[tuple[str, dict]]) -> str:
 
 def render(folder: Path = RESULTS) -> str:
     loaded = load_results(folder)
+    test_texts, seeds = _sizes(loaded).get("test", 0), seed_spread(folder)
     lines = [
         "# The frontier: students measured by the default pipeline's bench stage",
         "",
@@ -279,11 +302,11 @@ def render(folder: Path = RESULTS) -> str:
         f"faster than the teacher on ONNX Runtime fp32 at 1 thread, batch 1; test accuracy ≥ the teacher's "
         f"{GOAL['accuracy_delta_pt']:+.1f} point; file ≥ {GOAL['size_ratio']:.0f}× smaller than the teacher's fp32 "
         "ONNX file. Each row is against the teacher of its own run (paired rounds, same inputs, same threads); "
-        "1 point of test accuracy is 19 of the 1,913 test texts, and retraining the same student moves it by "
-        "about half a point (see the distill-seeds results).",
+        f"1 point of test accuracy is {test_texts / 100:.0f} of the {test_texts:,} test texts, and "
+        f"{seeds}",
         "",
         *gap_table(loaded),
-        *shape_table(loaded),
+        *shape_table(loaded, seeds),
         "## Every student row of every result",
         "",
         "| result | model | speed-up vs teacher ORT fp32 [interval] | p50 ms | test accuracy (Δ vs teacher) | "

@@ -157,20 +157,18 @@ def render(summary: dict, result_path: str, previous: dict | None = None, previo
 
 def results_in_order(folder: Path = ROOT / "benchmarks" / "results") -> list[Path]:
     """Result files of the default pipeline (a headline student, no shape_sweep.py variant), oldest first."""
-    return sorted(p for p in folder.glob("*.json")
-                  if is_classifier_result(result := json.loads(p.read_text())) and not result.get("variant"))
+    return [folder / f"{stem}.json" for stem, summary in load_results(folder) if not summary.get("variant")]
 
 
 def render_newest(readme_root: Path = ROOT) -> str:
     """The block for the newest result, with the one measured just before it on the same pipeline and host."""
-    results = results_in_order(readme_root / "benchmarks" / "results")
-    newest = results[-1]
-    summary = json.loads(newest.read_text())
-    previous = next((p for p in reversed(results[:-1]) if _same_setup(json.loads(p.read_text()), summary)), None)
+    folder = readme_root / "benchmarks" / "results"
+    loaded = load_results(folder)  # every result file is read once, here
+    results = [(folder / f"{stem}.json", summary) for stem, summary in loaded if not summary.get("variant")]
+    newest, summary = results[-1]
+    previous = next(((p, s) for p, s in reversed(results[:-1]) if _same_setup(s, summary)), (None, None))
     rel = lambda p: p.resolve().relative_to(readme_root).as_posix()  # noqa: E731
-    return render(summary, rel(newest), json.loads(previous.read_text()) if previous else None,
-                  rel(previous) if previous else None,
-                  summary_line(load_results(readme_root / "benchmarks" / "results")))
+    return render(summary, rel(newest), previous[1], rel(previous[0]) if previous[0] else None, summary_line(loaded))
 
 
 def _same_setup(a: dict, b: dict) -> bool:

@@ -195,3 +195,13 @@ def test_a_variants_result_files_are_tagged_named_and_carry_no_plot_links(tmp_pa
     assert "png" not in md and "kept\n" in md and md.endswith("end\n")
     stem, summary = run_default.write_result(result, "p", tmp_path)  # the default pipeline's own: no tag
     assert stem.name == "2026-01-02T030405-p" and "variant" not in summary
+
+
+def test_the_seed_spread_is_read_from_the_newest_classifier_seeds_result(tmp_path):
+    frontier = load_benchmark_script("frontier")
+    assert "benchmarks/distill_seeds.py measures" in frontier.seed_spread(tmp_path)  # none yet: a pointer, no number
+    runs = [{"test_accuracy": a} for a in (0.8395, 0.8432, 0.8416)]
+    (tmp_path / "2026-01-01T000000-distill-seeds.json").write_text(json.dumps({"arms": {"distilled": {"runs": runs}}}))
+    (tmp_path / "2026-01-02T000000-lm-distill-seeds.json").write_text("{}")  # the LM's own seeds: not this task's
+    assert frontier.seed_spread(tmp_path) == ("retraining the same student with 3 seeds moved its test accuracy by up "
+                                              "to 0.37 points (2026-01-01T000000-distill-seeds).")
